@@ -1,0 +1,204 @@
+"""Typed, versioned, JSON-serialisable fingerprint and plans.
+
+Every later stage (preprocessing, training, pretraining, prediction) receives a :class:`Plans`
+object explicitly; nothing reads plans through globals. Axis order everywhere is numpy's
+(z, y, x) *after* ``transpose_forward``, i.e. the axis with the coarsest spacing first, as in
+nnU-Net v2. Spacings are in millimetres.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sslunet.utils.atomic import read_json, write_json
+from sslunet.utils.serialization import from_dict, to_dict
+
+FINGERPRINT_VERSION = 1
+PLANS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ChannelIntensityStats:
+    """Intensity statistics of one input channel, pooled over the sampled voxels of all cases.
+
+    ``source`` says which voxels: ``"foreground"`` (label > 0 of labelled cases) or
+    ``"nonzero"`` (inside the nonzero mask, used when a dataset has no labels).
+    """
+
+    mean: float
+    median: float
+    std: float
+    min: float
+    max: float
+    percentile_00_5: float
+    percentile_99_5: float
+    source: str
+
+
+@dataclass(frozen=True)
+class CaseFingerprint:
+    """What the planner needs to know about one case (numpy axis order, not transposed)."""
+
+    case_id: str
+    source: str  # "imagesTr", "imagesUnlabeled" or "imagesTs"
+    spacing: tuple[float, ...]
+    shape_before_crop: tuple[int, ...]
+    shape_after_crop: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    dataset_name: str
+    num_channels: int
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    cases: tuple[CaseFingerprint, ...]
+    intensity_stats: tuple[ChannelIntensityStats, ...]
+    median_relative_size_after_cropping: float
+    schema_version: int = FINGERPRINT_VERSION
+
+    @property
+    def spacings(self) -> list[tuple[float, ...]]:
+        return [c.spacing for c in self.cases]
+
+    @property
+    def shapes_after_crop(self) -> list[tuple[int, ...]]:
+        return [c.shape_after_crop for c in self.cases]
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, to_dict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Fingerprint":
+        data = read_json(path)
+        _check_version(data, FINGERPRINT_VERSION, path)
+        return from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class ResamplingPlan:
+    """How images and label maps are resampled to and from the target spacing.
+
+    Orders are spline orders (0 nearest, 1 linear, 3 cubic). When a case is anisotropic
+    (max spacing / min spacing > ``anisotropy_threshold``), the coarse axis is resampled
+    separately with ``order_z_*`` (nnU-Net: 0, i.e. nearest) to avoid smearing across slices.
+    Label maps are resampled one label at a time ("linear per label") when ``order_seg`` > 0.
+    """
+
+    order_data: int = 3
+    order_seg: int = 1
+    order_z_data: int = 0
+    order_z_seg: int = 0
+    anisotropy_threshold: float = 3.0
+
+
+@dataclass(frozen=True)
+class ConfigurationPlan:
+    """One trainable configuration (``2d``, ``3d_fullres``, ``3d_lowres``).
+
+    ``spacing``, ``patch_size`` and ``median_image_size`` have 2 entries for 2d (in-plane
+    axes) and 3 for 3d. ``pool_op_kernel_sizes[i]`` is the stride of stage ``i`` (stage 0 has
+    stride 1 everywhere); ``conv_kernel_sizes[i]`` its convolution kernel.
+    """
+
+    name: str
+    data_identifier: str
+    spacing: tuple[float, ...]
+    patch_size: tuple[int, ...]
+    median_image_size: tuple[int, ...]
+    batch_size: int
+    pool_op_kernel_sizes: tuple[tuple[int, ...], ...]
+    conv_kernel_sizes: tuple[tuple[int, ...], ...]
+    features_per_stage: tuple[int, ...]
+    n_conv_per_stage_encoder: tuple[int, ...]
+    n_conv_per_stage_decoder: tuple[int, ...]
+    normalization_schemes: tuple[str, ...]
+    use_mask_for_norm: tuple[bool, ...]
+    batch_dice: bool
+    resampling: ResamplingPlan = field(default_factory=ResamplingPlan)
+    network: str = "plain_unet"
+    vram_estimate: float = 0.0
+
+    @property
+    def ndim(self) -> int:
+        return len(self.patch_size)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.features_per_stage)
+
+    @property
+    def total_downsampling(self) -> tuple[int, ...]:
+        """Product of all strides per axis: every patch axis must be divisible by it."""
+        out = [1] * self.ndim
+        for stride in self.pool_op_kernel_sizes:
+            out = [o * s for o, s in zip(out, stride)]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Plans:
+    """Everything later stages need to rebuild the preprocessing and the networks."""
+
+    dataset_name: str
+    plans_name: str
+    gpu_memory_gb: float
+    num_input_channels: int
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    transpose_forward: tuple[int, ...]
+    transpose_backward: tuple[int, ...]
+    original_median_spacing: tuple[float, ...]
+    original_median_shape: tuple[int, ...]
+    intensity_stats: tuple[ChannelIntensityStats, ...]
+    configurations: dict[str, ConfigurationPlan]
+    schema_version: int = PLANS_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels: background plus every foreground label."""
+        return max(self.labels.values()) + 1
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        if name not in self.configurations:
+            from sslunet.errors import InputError
+
+            raise InputError(
+                f"configuration '{name}' is not planned for {self.dataset_name}; "
+                f"available: {', '.join(self.configurations)}"
+            )
+        return self.configurations[name]
+
+    def replace(self, **changes) -> "Plans":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plans":
+        _check_version(data, PLANS_VERSION, "plans")
+        return from_dict(cls, data)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plans":
+        data = read_json(path)
+        _check_version(data, PLANS_VERSION, path)
+        return from_dict(cls, data)
+
+
+def _check_version(data: dict, expected: int, where) -> None:
+    found = data.get("schema_version")
+    if found != expected:
+        from sslunet.errors import InputError
+
+        raise InputError(
+            f"schema_version {found} is not supported by this sslunet (expects {expected}); "
+            "re-run sslunet_plan to regenerate it",
+            where,
+        )
