@@ -76,7 +76,7 @@ def save_case(
         save_npy(seg_p, seg.astype(np.int8, copy=False))
     elif seg_p.exists():
         seg_p.unlink()
-    write_json(props_p, to_dict(props))
+    write_json(props_p, to_dict(props), compact=True)
 
 
 def load_properties(folder: Path, case_id: str) -> CaseProperties:

@@ -28,6 +28,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get normal modes
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -36,10 +37,20 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask is process-wide and not thread-safe
+
+
+def write_json(path: str | Path, obj: Any, compact: bool = False) -> None:
+    """Write ``obj`` as JSON (indented unless ``compact``), atomically."""
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=2)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | Path) -> Any:

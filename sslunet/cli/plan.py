@@ -1,0 +1,52 @@
+"""``sslunet_plan -d DATASET``: verify, fingerprint, plan and preprocess a raw dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from sslunet.cli._common import paths_from_env, run
+from sslunet.dataset.resolve import resolve_raw_dataset
+from sslunet.planning.api import PlanOptions, plan_and_preprocess
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sslunet_plan",
+        description="Fingerprint a raw dataset, derive the 2d/3d_fullres(/3d_lowres) plans and "
+                    "preprocess labelled and unlabeled images.")
+    p.add_argument("-d", "--dataset", required=True,
+                   help="dataset ID (2, 002), name (CMR, Dataset002_CMR) or path to a raw "
+                        "dataset folder")
+    p.add_argument("-c", "--configurations", nargs="+",
+                   default=["2d", "3d_fullres", "3d_lowres"],
+                   choices=["2d", "3d_fullres", "3d_lowres"],
+                   help="configurations to plan and preprocess (3d_lowres only appears where "
+                        "the full-resolution patch covers < 25%% of the median image)")
+    p.add_argument("--gpu-memory-gb", type=float, default=8.0,
+                   help="GPU memory budget the patch and batch sizes are planned for")
+    p.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="re-plan (replacing plans.json and splits.json) and redo every case")
+    p.add_argument("--verify-only", action="store_true",
+                   help="only run the dataset checks; write nothing")
+    p.add_argument("--no-preprocess", action="store_true", help="plan only")
+    p.add_argument("--include-test", action="store_true", help="also preprocess imagesTs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+
+    def go():
+        paths = paths_from_env()
+        raw = resolve_raw_dataset(args.dataset, paths.raw)
+        opts = PlanOptions(tuple(args.configurations), args.gpu_memory_gb,
+                           max(1, args.num_processes), args.overwrite, args.verify_only,
+                           not args.no_preprocess, args.include_test)
+        plan_and_preprocess(raw, paths.preprocessed, opts)
+
+    run(go)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Raw datasets: nnU-Net v2 format plus imagesUnlabeled/, synthetic phantoms."""

@@ -1,0 +1,343 @@
+"""The plain convolutional U-Net of nnU-Net, built from a configuration plan (2D or 3D).
+
+Architecture (Ronneberger et al., "U-Net", MICCAI 2015, as configured by Isensee et al.,
+"nnU-Net", Nature Methods 2021, and its v2 ``PlainConvUNet``):
+
+* every conv is followed by instance norm (affine, eps 1e-5) and LeakyReLU(0.01); convs
+  carry a bias; "same" padding (``kernel // 2``), so kernels must be odd;
+* encoder stage ``i`` has ``n_conv_per_stage_encoder[i]`` convs; its first conv carries the
+  stride ``pool_op_kernel_sizes[i]`` (no pooling layers), stage 0 has stride 1;
+* decoder stage: transposed conv with kernel = stride (back to the skip's resolution and
+  channels), concatenation ``[upsampled, skip]`` along channels, ``n_conv_per_stage_decoder``
+  convs with the skip stage's kernel, and a 1x1(x1) segmentation conv for deep supervision;
+* He (Kaiming) normal init with negative slope 1e-2 for (transposed) convs, zero biases
+  (He et al., "Delving deep into rectifiers", ICCV 2015; nnU-Net's ``InitWeights_He``).
+
+Parameter names are stable across pretraining and fine-tuning: ``encoder.stages.<i>.<j>.conv``,
+``decoder.transpconvs.<s>``, ``decoder.stages.<s>.<j>.conv``, ``decoder.seg_layers.<s>``. Only
+``decoder.seg_layers`` depends on the number of output classes, and only
+``encoder.stages.0.0.conv`` on the number of input channels.
+
+Ordering convention. Decoder *module lists* are indexed in computation order, lowest
+resolution first (``decoder.stages[0]`` consumes the bottleneck), as in nnU-Net. Every *list of
+tensors* returned (encoder skips, deep-supervision logits, decoder features) is highest
+resolution first, so that ``skips[i]``, ``logits[i]`` and ``decoder_features[i]`` share the same
+spatial size for ``i < num_stages - 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from sslunet.errors import InputError
+from sslunet.networks.registry import register_network
+from sslunet.planning.plans import ConfigurationPlan
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_TRANSPOSED_CONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+
+NEGATIVE_SLOPE = 1e-2
+NORM_EPS = 1e-5
+
+Shape = tuple[int, ...]
+
+
+class ConvBlock(nn.Module):
+    """conv -> InstanceNorm (affine) -> LeakyReLU, "same" padding.
+
+    Input ``(B, C_in, *S)``; output ``(B, C_out, *S_out)`` with ``S_out = S // stride``
+    (when ``S`` is divisible by ``stride``).
+    """
+
+    def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: Shape,
+                 stride: Shape):
+        super().__init__()
+        self.conv = _CONV[ndim](in_channels, out_channels, tuple(kernel_size), tuple(stride),
+                                padding=tuple(k // 2 for k in kernel_size), bias=True)
+        self.norm = _INSTANCE_NORM[ndim](out_channels, eps=NORM_EPS, affine=True)
+        self.nonlin = nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nonlin(self.norm(self.conv(x)))
+
+
+def conv_stage(ndim: int, n_convs: int, in_channels: int, out_channels: int,
+               kernel_size: Shape, first_stride: Shape) -> nn.Sequential:
+    """``n_convs`` ConvBlocks; only the first one strides and changes the channel count."""
+    ones = (1,) * ndim
+    return nn.Sequential(*[
+        ConvBlock(ndim, in_channels if j == 0 else out_channels, out_channels, kernel_size,
+                  first_stride if j == 0 else ones)
+        for j in range(n_convs)
+    ])
+
+
+class UNetEncoder(nn.Module):
+    """Strided-conv encoder; returns every stage's output (the skips and the bottleneck).
+
+    Args:
+        ndim: 2 or 3.
+        input_channels: image channels.
+        features_per_stage: output channels of each stage.
+        strides: stride of each stage's first conv (stage 0: all ones).
+        kernel_sizes: conv kernel of each stage.
+        n_convs: convs per stage.
+    """
+
+    def __init__(self, ndim: int, input_channels: int, features_per_stage: Sequence[int],
+                 strides: Sequence[Shape], kernel_sizes: Sequence[Shape],
+                 n_convs: Sequence[int]):
+        super().__init__()
+        self.output_channels = tuple(features_per_stage)
+        self.strides = tuple(tuple(s) for s in strides)
+        self.kernel_sizes = tuple(tuple(k) for k in kernel_sizes)
+        in_channels = [input_channels, *features_per_stage[:-1]]
+        self.stages = nn.ModuleList([
+            conv_stage(ndim, n, c_in, c_out, k, s)
+            for n, c_in, c_out, k, s in zip(n_convs, in_channels, features_per_stage,
+                                            self.kernel_sizes, self.strides)
+        ])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Args: x ``(B, C_in, *patch)``.
+
+        Returns:
+            One tensor per stage, highest resolution first: stage ``i`` is
+            ``(B, features_per_stage[i], *(patch // cumulative_stride[i]))``; the last entry is
+            the bottleneck.
+        """
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class UNetDecoder(nn.Module):
+    """Transposed-conv decoder with skip concatenation and per-stage segmentation heads.
+
+    All ``num_stages - 1`` segmentation layers are always built, so a checkpoint trained with
+    deep supervision loads into a network used without it (and vice versa).
+
+    Args:
+        ndim: 2 or 3.
+        encoder_channels: the encoder's ``features_per_stage``.
+        encoder_strides: the encoder's per-stage strides.
+        encoder_kernel_sizes: the encoder's per-stage kernels (reused for the matching decoder
+            stage).
+        n_convs: convs per decoder stage, ordered highest resolution first as in the plan
+            (``n_conv_per_stage_decoder[i]`` belongs to the stage at encoder resolution ``i``).
+        num_classes: output channels of the segmentation layers.
+        deep_supervision: return logits of every decoder stage, or only the full-resolution one.
+    """
+
+    def __init__(self, ndim: int, encoder_channels: Sequence[int],
+                 encoder_strides: Sequence[Shape], encoder_kernel_sizes: Sequence[Shape],
+                 n_convs: Sequence[int], num_classes: int, deep_supervision: bool):
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.num_classes = num_classes
+        transpconvs, stages, seg_layers = [], [], []
+        # s = 0 upsamples the bottleneck (encoder stage n-1) to encoder stage n-2, and so on.
+        for s in range(len(encoder_channels) - 1):
+            below, skip = len(encoder_channels) - 1 - s, len(encoder_channels) - 2 - s
+            stride = tuple(encoder_strides[below])
+            transpconvs.append(_TRANSPOSED_CONV[ndim](
+                encoder_channels[below], encoder_channels[skip], stride, stride, bias=True))
+            stages.append(conv_stage(ndim, n_convs[skip], 2 * encoder_channels[skip],
+                                     encoder_channels[skip], encoder_kernel_sizes[skip],
+                                     (1,) * ndim))
+            seg_layers.append(_CONV[ndim](encoder_channels[skip], num_classes, 1, bias=True))
+        self.transpconvs = nn.ModuleList(transpconvs)
+        self.stages = nn.ModuleList(stages)
+        self.seg_layers = nn.ModuleList(seg_layers)
+
+    def forward(self, skips: list[torch.Tensor], return_features: bool = False):
+        """Args:
+            skips: the encoder's outputs, highest resolution first (bottleneck last).
+            return_features: also return the per-stage decoder features.
+
+        Returns:
+            ``logits``: with deep supervision, a list of ``num_stages - 1`` tensors, highest
+            resolution first, ``logits[i]`` of shape ``(B, num_classes, *skips[i].shape[2:])``;
+            without, the single full-resolution tensor ``logits[0]``. With
+            ``return_features=True``: ``(logits, features)`` where ``features[i]`` is the output
+            of the decoder stage at that resolution, ``(B, C_i, *skips[i].shape[2:])``
+            (``C_i`` = encoder channels of stage ``i``), highest resolution first, always all
+            ``num_stages - 1`` of them.
+        """
+        x = skips[-1]
+        features, logits = [], []
+        last = len(self.stages) - 1
+        for s, (up, stage) in enumerate(zip(self.transpconvs, self.stages)):
+            # (B, C_below, *S_below) -> (B, C_skip, *S_skip), then concat -> (B, 2*C_skip, *S_skip)
+            x = stage(torch.cat((up(x), skips[-(s + 2)]), dim=1))
+            features.append(x)
+            if self.deep_supervision or s == last:
+                logits.append(self.seg_layers[s](x))
+        features.reverse()
+        logits.reverse()
+        out = logits if self.deep_supervision else logits[0]
+        return (out, features) if return_features else out
+
+
+@register_network("plain_unet")
+class PlainConvUNet(nn.Module):
+    """nnU-Net's plain conv U-Net (see the module docstring for the architecture).
+
+    Args:
+        ndim: 2 or 3 spatial dimensions.
+        input_channels: image channels.
+        num_classes: output channels (segmentation classes incl. background, or the input
+            channels for a restoration pretext task).
+        features_per_stage: channels of each resolution stage.
+        strides: stride of each stage's first conv; stage 0 is normally all ones.
+        kernel_sizes: conv kernel of each stage (odd sizes).
+        n_conv_encoder: convs per encoder stage (``num_stages`` entries).
+        n_conv_decoder: convs per decoder stage (``num_stages - 1`` entries, highest
+            resolution first, as in nnU-Net plans).
+        deep_supervision: initial deep-supervision setting.
+        seed: seeds the weight initialisation through a private generator.
+
+    Raises:
+        ValueError: inconsistent topology.
+    """
+
+    # Prefixes of the parameters that depend on the task (output classes): skip them when
+    # loading pretrained weights for fine-tuning.
+    task_specific_prefixes = ("decoder.seg_layers.",)
+    # The only conv whose weight shape depends on the number of input channels.
+    input_conv_key = "encoder.stages.0.0.conv"
+
+    def __init__(self, ndim: int, input_channels: int, num_classes: int,
+                 features_per_stage: Sequence[int], strides: Sequence[Shape],
+                 kernel_sizes: Sequence[Shape], n_conv_encoder: Sequence[int],
+                 n_conv_decoder: Sequence[int], deep_supervision: bool = True, seed: int = 0):
+        super().__init__()
+        problem = topology_problem(ndim, input_channels, num_classes, features_per_stage,
+                                   strides, kernel_sizes, n_conv_encoder, n_conv_decoder)
+        if problem:
+            raise ValueError(problem)
+        self.ndim = ndim
+        self.input_channels = input_channels
+        self.num_classes = num_classes
+        # PyTorch's default layer init draws from the global RNG; it is overwritten below, so
+        # run it on a throw-away copy of the RNG state to leave the caller's stream untouched.
+        with torch.random.fork_rng(devices=[]):
+            self.encoder = UNetEncoder(ndim, input_channels, features_per_stage, strides,
+                                       kernel_sizes, n_conv_encoder)
+            self.decoder = UNetDecoder(ndim, features_per_stage, strides, kernel_sizes,
+                                       n_conv_decoder, num_classes, deep_supervision)
+        self.total_stride = tuple(math.prod(s[d] for s in strides) for d in range(ndim))
+        init_weights_he(self, torch.Generator(device="cpu").manual_seed(seed))
+
+    @classmethod
+    def from_plan(cls, plan: ConfigurationPlan, num_input_channels: int, num_classes: int,
+                  deep_supervision: bool = True, seed: int = 0) -> "PlainConvUNet":
+        """Build from a configuration plan.
+
+        Raises:
+            InputError: the plan's topology is inconsistent (message names the configuration).
+        """
+        try:
+            return cls(plan.ndim, num_input_channels, num_classes, plan.features_per_stage,
+                       plan.pool_op_kernel_sizes, plan.conv_kernel_sizes,
+                       plan.n_conv_per_stage_encoder, plan.n_conv_per_stage_decoder,
+                       deep_supervision=deep_supervision, seed=seed)
+        except ValueError as e:
+            raise InputError(f"configuration '{plan.name}' cannot build plain_unet: {e}") from e
+
+    @property
+    def deep_supervision(self) -> bool:
+        return self.decoder.deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, enabled: bool) -> None:
+        self.decoder.deep_supervision = bool(enabled)
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        """Switch between all decoder-stage logits (training) and full resolution only."""
+        self.deep_supervision = enabled
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        # A non-divisible size would only fail later, deep inside torch.cat, with a cryptic error.
+        if x.dim() != self.ndim + 2 or x.shape[1] != self.input_channels or any(
+                n % s for n, s in zip(x.shape[2:], self.total_stride)):
+            raise ValueError(
+                f"expected input (B, {self.input_channels}, *spatial) with {self.ndim} spatial "
+                f"axes divisible by {self.total_stride}; got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor):
+        """Args: x ``(B, input_channels, *spatial)``, spatial divisible by ``total_stride``.
+
+        Returns:
+            See :meth:`UNetDecoder.forward` (``return_features=False``).
+        """
+        self._check_input(x)
+        return self.decoder(self.encoder(x))
+
+    def forward_with_features(self, x: torch.Tensor):
+        """One pass returning everything the SSL objectives need.
+
+        Returns:
+            ``(logits, encoder_features, decoder_features)``: ``encoder_features`` has
+            ``num_stages`` entries and ``decoder_features`` ``num_stages - 1``, both highest
+            resolution first; ``logits`` as in :meth:`forward`.
+        """
+        self._check_input(x)
+        skips = self.encoder(x)
+        logits, decoder_features = self.decoder(skips, return_features=True)
+        return logits, skips, decoder_features
+
+
+def init_weights_he(module: nn.Module, generator: torch.Generator,
+                    negative_slope: float = NEGATIVE_SLOPE) -> None:
+    """He normal init of every (transposed) conv weight, zero biases; norms keep (1, 0).
+
+    ``std = sqrt(2 / (1 + a^2) / fan_in)`` with ``fan_in = weight.shape[1] * prod(kernel)``,
+    which is PyTorch's ``kaiming_normal_`` convention (for a transposed conv ``shape[1]`` is
+    the output channels), written out so the draw uses ``generator``.
+    """
+    conv_types = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    gain = math.sqrt(2.0 / (1.0 + negative_slope ** 2))
+    for m in module.modules():
+        if isinstance(m, conv_types):
+            fan_in = m.weight.shape[1] * math.prod(m.weight.shape[2:])
+            with torch.no_grad():
+                m.weight.normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
+                if m.bias is not None:
+                    m.bias.zero_()
+
+
+def topology_problem(ndim: int, input_channels: int, num_classes: int,
+                     features_per_stage: Sequence[int], strides: Sequence[Shape],
+                     kernel_sizes: Sequence[Shape], n_conv_encoder: Sequence[int],
+                     n_conv_decoder: Sequence[int]) -> str | None:
+    """Describe the first inconsistency in a U-Net topology, or return None if it is valid."""
+    n = len(features_per_stage)
+    if ndim not in _CONV:
+        return f"{ndim} spatial dimensions (only 2 and 3 are supported)"
+    if n < 2:
+        return f"{n} stage(s); a U-Net needs at least 2"
+    if input_channels < 1 or num_classes < 1 or min(features_per_stage) < 1:
+        return "channel counts must be positive"
+    lengths = {"pool_op_kernel_sizes": len(strides), "conv_kernel_sizes": len(kernel_sizes),
+               "n_conv_per_stage_encoder": len(n_conv_encoder)}
+    for name, length in lengths.items():
+        if length != n:
+            return f"{name} has {length} entries, features_per_stage has {n}"
+    if len(n_conv_decoder) != n - 1:
+        return f"n_conv_per_stage_decoder has {len(n_conv_decoder)} entries, expected {n - 1}"
+    if min(*n_conv_encoder, *n_conv_decoder) < 1:
+        return "every stage needs at least one conv"
+    for i, (s, k) in enumerate(zip(strides, kernel_sizes)):
+        if len(s) != ndim or len(k) != ndim:
+            return f"stage {i}: stride {tuple(s)} / kernel {tuple(k)} need {ndim} entries"
+        if min(s) < 1 or any(kk < 1 or kk % 2 == 0 for kk in k):
+            return f"stage {i}: strides must be >= 1 and kernels odd, got {tuple(s)} / {tuple(k)}"
+    return None

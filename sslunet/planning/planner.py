@@ -1,0 +1,197 @@
+"""The experiment planner: from a fingerprint and a memory budget to configuration plans.
+
+Our implementation of nnU-Net v2's default ``ExperimentPlanner`` logic (anchors note §2b);
+each rule is explained where it is applied. Constants below are nnU-Net v2's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sslunet.planning.plans import ConfigurationPlan, Fingerprint, Plans, ResamplingPlan
+from sslunet.planning.topology import (
+    conv_feature_map_size, features_per_stage, plan_topology,
+)
+
+ANISO_THRESHOLD = 3.0
+REFERENCE_VALUE = {3: 560_000_000, 2: 85_000_000}  # feature-map proxy that fits in 8 GB ...
+REFERENCE_BATCH = {3: 2, 2: 12}  # ... at this batch size
+REFERENCE_GB = 8.0
+MIN_BATCH = 2
+MAX_DATASET_COVERED = 0.05
+LOWRES_THRESHOLD = 0.25
+LOWRES_SPACING_STEP = 1.03
+PLANS_NAME = "sslunetPlans"
+MASK_NORM_SCHEMES = {"zscore"}
+
+
+def normalization_scheme(channel_name: str) -> str:
+    """nnU-Net's mapping: 'CT' -> ct, explicit scheme names kept, anything else z-score."""
+    name = channel_name.strip().lower()
+    return name if name in ("ct", "zscore", "nonorm", "rescale_to_0_1") else "zscore"
+
+
+def fullres_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """Median spacing, except for strongly anisotropic data.
+
+    If the coarsest axis is more than 3x coarser than the others *and* has fewer than a third of
+    their voxels, the median would throw away resolution the scanner actually delivered on many
+    cases; nnU-Net then takes the 10th percentile of that axis (never finer than the other
+    axes), so thin-slice cases are not downsampled too much.
+    """
+    target = np.percentile(spacings, 50, axis=0)
+    median_shape = np.percentile(shapes, 50, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != worst]
+    aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[a] for a in others)
+    aniso_voxels = median_shape[worst] * ANISO_THRESHOLD < min(median_shape[a] for a in others)
+    if aniso_spacing and aniso_voxels:
+        p10 = float(np.percentile(spacings[:, worst], 10))
+        finest_allowed = max(target[a] for a in others)
+        target[worst] = p10 if p10 >= finest_allowed else finest_allowed + 1e-5
+    return target
+
+
+def _estimate(topology, num_channels, num_classes) -> int:
+    feats = features_per_stage(topology.num_stages, len(topology.patch_size))
+    return conv_feature_map_size(topology, feats, num_classes)
+
+
+def _shrink_until_fits(spacing, patch, median_shape, reference, ref_bs, n_ch, n_cls):
+    """Reduce the patch until the memory proxy fits the budget at batch size 2.
+
+    Each step shrinks the axis that is largest relative to the median image (keeping the patch's
+    aspect close to the data's) by one divisibility unit, recomputed after a tentative step so
+    that valid sizes such as 224 are not skipped (divisibility changes with the depth).
+    """
+    topo = plan_topology(spacing, patch)
+    est = _estimate(topo, n_ch, n_cls)
+    while est / ref_bs * MIN_BATCH > reference:
+        ratios = [p / m for p, m in zip(topo.patch_size, median_shape)]
+        axis = int(np.argmax(ratios))
+        trial = list(topo.patch_size)
+        trial[axis] -= topo.divisible_by[axis]
+        step = plan_topology(spacing, trial).divisible_by[axis]
+        new_patch = list(topo.patch_size)
+        new_patch[axis] -= step
+        if new_patch[axis] < 1:
+            break
+        topo = plan_topology(spacing, new_patch)
+        est = _estimate(topo, n_ch, n_cls)
+    return topo, est
+
+
+def plan_configuration(name: str, spacing, median_shape, n_voxels_dataset: float, n_ch: int,
+                       n_cls: int, gpu_memory_gb: float, norm: tuple[str, ...],
+                       mask_norm: tuple[bool, ...], data_identifier: str) -> ConfigurationPlan:
+    """Patch size, topology and batch size for one configuration."""
+    ndim = len(spacing)
+    inv = 1.0 / np.asarray(spacing, dtype=np.float64)
+    # Initial patch: aspect ratio of a physically isotropic cube, as large as 256^3 (2048^2 in
+    # 2D) voxels, then clipped to the median image: a patch larger than the image is pointless.
+    target_voxels = 256 ** 3 if ndim == 3 else 2048 ** 2
+    initial = inv * (target_voxels / np.prod(inv)) ** (1 / ndim)
+    initial = [min(int(round(i)), int(round(m))) for i, m in zip(initial, median_shape)]
+    reference = REFERENCE_VALUE[ndim] * gpu_memory_gb / REFERENCE_GB
+    ref_bs = REFERENCE_BATCH[ndim]
+    topo, est = _shrink_until_fits(spacing, initial, median_shape, reference, ref_bs, n_ch, n_cls)
+    # Spare memory goes into the batch size, but one batch may cover at most 5% of the dataset's
+    # voxels (an overfitting precaution), and never fewer than 2 samples.
+    batch = round(reference / est * ref_bs)
+    cap = round(n_voxels_dataset * MAX_DATASET_COVERED / math.prod(topo.patch_size))
+    batch = max(min(batch, cap), MIN_BATCH)
+    stages = topo.num_stages
+    return ConfigurationPlan(
+        name=name, data_identifier=data_identifier,
+        spacing=tuple(float(s) for s in spacing), patch_size=topo.patch_size,
+        median_image_size=tuple(int(round(m)) for m in median_shape), batch_size=int(batch),
+        pool_op_kernel_sizes=topo.pool_op_kernel_sizes, conv_kernel_sizes=topo.conv_kernel_sizes,
+        features_per_stage=features_per_stage(stages, ndim),
+        n_conv_per_stage_encoder=(2,) * stages, n_conv_per_stage_decoder=(2,) * (stages - 1),
+        normalization_schemes=norm, use_mask_for_norm=mask_norm, batch_dice=False,
+        resampling=ResamplingPlan(anisotropy_threshold=ANISO_THRESHOLD), vram_estimate=float(est),
+    )
+
+
+def _median_shape_at(spacing, fp_spacings, fp_shapes) -> np.ndarray:
+    new = [np.asarray(sh) * np.asarray(sp) / np.asarray(spacing) for sp, sh in
+           zip(fp_spacings, fp_shapes)]
+    return np.median(np.vstack(new), axis=0)
+
+
+def _plan_lowres(full: ConfigurationPlan, median_shape, args) -> ConfigurationPlan | None:
+    """A coarser 3D configuration when the fullres patch sees < 25% of the median image.
+
+    The spacing grows by 3% per step, the finest axes first (those more than 2x finer than the
+    coarsest), until the patch covers at least 25% of the (resampled) median image. The lowres
+    configuration is dropped when it would be less than 2x smaller than fullres.
+    """
+    full_spacing = np.asarray(full.spacing)
+    spacing = full_spacing.copy()
+    plan = full
+    median_vox = float(np.prod(median_shape))
+    while math.prod(plan.patch_size) / median_vox < LOWRES_THRESHOLD:
+        coarsest = spacing.max()
+        finer = coarsest / spacing > 2
+        spacing = np.where(finer, spacing * LOWRES_SPACING_STEP, spacing) if finer.any() \
+            else spacing * LOWRES_SPACING_STEP
+        shape = full_spacing / spacing * np.asarray(median_shape)
+        median_vox = float(np.prod(shape))
+        plan = plan_configuration("3d_lowres", spacing, shape, *args,
+                                  data_identifier=f"{PLANS_NAME}_3d_lowres")
+    if float(np.prod(median_shape)) / median_vox < 2:
+        return None
+    return plan
+
+
+def plan_experiment(fp: Fingerprint, gpu_memory_gb: float = 8.0,
+                    configurations: tuple[str, ...] = ("2d", "3d_fullres", "3d_lowres"),
+                    ) -> Plans:
+    """Derive the plans for ``fp`` (3d_lowres only where its rule triggers)."""
+    labelled = [c for c in fp.cases if c.source == "imagesTr"] or list(fp.cases)
+    spacings = np.array([c.spacing for c in fp.cases], dtype=np.float64)
+    shapes = np.array([c.shape_after_crop for c in fp.cases], dtype=np.float64)
+    target = fullres_target_spacing(spacings, shapes)
+    # Transpose so that the coarsest axis comes first (2D slices are then taken along it).
+    worst = int(np.argmax(target))
+    fwd = tuple([worst] + [a for a in range(3) if a != worst])
+    bwd = tuple(int(i) for i in np.argsort(fwd))
+    t_spacing = target[list(fwd)]
+    t_spacings, t_shapes = spacings[:, list(fwd)], shapes[:, list(fwd)]
+    median_shape = _median_shape_at(t_spacing, t_spacings, t_shapes)
+    n_vox = float(np.prod(median_shape)) * len(labelled)
+    norm = tuple(normalization_scheme(fp.channel_names[str(c)]) for c in range(fp.num_channels))
+    # Normalising inside the nonzero mask only helps when cropping removed a lot of background
+    # (otherwise "nonzero" is the whole image) and only for schemes that leave 0 outside.
+    crop_helps = fp.median_relative_size_after_cropping < 0.75
+    mask_norm = tuple(crop_helps and n in MASK_NORM_SCHEMES for n in norm)
+    n_cls = len(fp.labels)
+    args = (n_vox, fp.num_channels, n_cls, gpu_memory_gb, norm, mask_norm)
+    configs: dict[str, ConfigurationPlan] = {}
+    full = plan_configuration("3d_fullres", t_spacing, median_shape, *args,
+                              data_identifier=f"{PLANS_NAME}_3d_fullres")
+    lowres = _plan_lowres(full, median_shape, args) if "3d_lowres" in configurations else None
+    if "2d" in configurations:
+        configs["2d"] = plan_configuration("2d", t_spacing[1:], median_shape[1:], *args,
+                                           data_identifier=f"{PLANS_NAME}_2d")
+        configs["2d"] = _with(configs["2d"], batch_dice=True)
+    if "3d_fullres" in configurations:
+        configs["3d_fullres"] = _with(full, batch_dice=lowres is not None)
+    if lowres is not None:
+        configs["3d_lowres"] = lowres
+    return Plans(
+        dataset_name=fp.dataset_name, plans_name=PLANS_NAME, gpu_memory_gb=gpu_memory_gb,
+        num_input_channels=fp.num_channels, channel_names=fp.channel_names, labels=fp.labels,
+        transpose_forward=fwd, transpose_backward=bwd,
+        original_median_spacing=tuple(float(s) for s in np.median(spacings, axis=0)),
+        original_median_shape=tuple(int(s) for s in np.median(shapes, axis=0)),
+        intensity_stats=fp.intensity_stats, configurations=configs,
+    )
+
+
+def _with(plan: ConfigurationPlan, **changes) -> ConfigurationPlan:
+    import dataclasses
+
+    return dataclasses.replace(plan, **changes)
