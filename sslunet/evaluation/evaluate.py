@@ -106,8 +106,8 @@ def load_labels(ref_dir: Path, dataset_json: Path | None) -> tuple[dict[str, int
     return {str(k): v for k, v in labels.items() if v != 0}, str(path)
 
 
-def match_cases(ref_dir: Path, pred_dir: Path, file_ending: str,
-                allow_missing: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
+def match_cases(ref_dir: Path, pred_dir: Path, file_ending: str, allow_missing: bool,
+                only: set[str] | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair predictions with references by file name: ``([(ref, pred)], missing case names)``."""
     for folder, what in ((ref_dir, "reference"), (pred_dir, "prediction")):
         if not folder.is_dir():
@@ -118,6 +118,8 @@ def match_cases(ref_dir: Path, pred_dir: Path, file_ending: str,
                 if p.is_file() and p.name.endswith(file_ending) and not p.name.startswith(".")}
 
     refs, preds = listing(ref_dir), listing(pred_dir)
+    if only is not None:  # a subset of the references is in play (e.g. one fold's validation)
+        refs = {n: p for n, p in refs.items() if n[: -len(file_ending)] in only}
     if not preds:
         raise InputError(f"no prediction files ending in '{file_ending}'", pred_dir)
     for name, pred in preds.items():
@@ -274,7 +276,8 @@ def _check_all_geometry(pairs: list[tuple[Path, Path]]) -> None:
 def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | None = None,
                      file_ending: str = ".nii.gz", num_processes: int = 1,
                      output: Path | None = None, dataset_json: Path | None = None,
-                     allow_missing: bool = False, verbose: bool = True) -> dict:
+                     allow_missing: bool = False, verbose: bool = True,
+                     reference_cases: list[str] | None = None) -> dict:
     """Score every prediction in ``pred_dir`` against its namesake in ``ref_dir``.
 
     Args:
@@ -287,6 +290,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | Non
         dataset_json: A ``dataset.json`` whose ``labels`` name the classes.
         allow_missing: Score only the predicted cases when some references have no prediction.
         verbose: Print the per-class table to stdout.
+        reference_cases: Only these case ids (file names without ending) count as references.
 
     Returns:
         The summary, as written to ``summary.json`` (with NaN where the file has null).
@@ -306,7 +310,8 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | Non
         labels = {k: int(v) for k, v in labels.items() if int(v) != 0}
     else:
         labels, labels_source = load_labels(ref_dir, dataset_json)
-    pairs, missing = match_cases(ref_dir, pred_dir, file_ending, allow_missing)
+    pairs, missing = match_cases(ref_dir, pred_dir, file_ending, allow_missing,
+                                  None if reference_cases is None else set(reference_cases))
     _check_all_geometry(pairs)
     records = list(_run_cases([(r, p, labels) for r, p in pairs], num_processes))
     if labels is None:

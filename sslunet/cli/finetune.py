@@ -1,0 +1,82 @@
+"""``sslunet_finetune -d DATASET``: train a segmentation network (from scratch or pretrained)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from sslunet.cli._common import paths_from_env, run
+from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.training.distributed import DistContext, shutdown_distributed
+from sslunet.training.finetune import FinetuneOptions, finetune
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by finetune and pretrain; each overrides one TrainingConfig field."""
+    g = p.add_argument_group("training schedule (defaults: nnU-Net's)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--iters-per-epoch", type=int)
+    g.add_argument("--val-iters", type=int)
+    g.add_argument("--batch-size", type=int, help="default: the plan's")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--warmup-epochs", type=int)
+    g.add_argument("--optimizer", choices=["sgd", "adamw"])
+    g.add_argument("--num-workers", type=int, help="background augmentation processes")
+    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--continue", dest="continue_training", action="store_true",
+                   help="resume an interrupted run from its latest checkpoint")
+
+
+def training_overrides(args) -> dict:
+    keys = ("epochs", "iters_per_epoch", "val_iters", "batch_size", "lr", "warmup_epochs",
+            "optimizer", "num_workers")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.no_amp:
+        out["amp"] = False
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sslunet_finetune",
+        description="Train the planned U-Net for segmentation, from random weights or from a "
+                    "pretrained checkpoint. Launch under torchrun for multi-GPU training.")
+    p.add_argument("-d", "--dataset", required=True, help="dataset ID, name or folder name")
+    p.add_argument("-c", "--configuration", default="2d")
+    p.add_argument("-f", "--fold", default="0", help="fold 0-4, or 'all'")
+    p.add_argument("--init", default="random",
+                   help="'random', a pretraining objective (uses its finished checkpoint for "
+                        "this dataset and configuration), or a checkpoint path")
+    p.add_argument("--num-labeled", type=int,
+                   help="train on N labelled cases drawn (seeded) from the fold's training split")
+    p.add_argument("--no-validation", action="store_true",
+                   help="skip the final sliding-window validation")
+    add_training_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+
+    def go():
+        paths = paths_from_env()
+        dist_ctx = DistContext.from_environ(os.environ)
+        name = resolve_dataset_name(args.dataset, [paths.preprocessed])
+        fold = "all" if args.fold == "all" else int(args.fold)
+        opts = FinetuneOptions(name, args.configuration, fold, args.init, args.num_labeled,
+                               args.seed, args.device, args.continue_training,
+                               not args.no_validation, training_overrides(args))
+        try:
+            run_dir = finetune(paths, opts, dist_ctx)
+        finally:
+            shutdown_distributed()
+        if dist_ctx.is_main:
+            print(f"model and logs: {run_dir}")
+
+    run(go)
+
+
+if __name__ == "__main__":
+    main()

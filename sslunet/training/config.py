@@ -1,0 +1,62 @@
+"""Training configuration: one typed, JSON-serialisable dataclass, overridden from the CLI.
+
+A training variant (more epochs, another learning rate, another warm-up) is a config override,
+never a subclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 1000
+    iters_per_epoch: int = 250
+    val_iters: int = 50
+    batch_size: int | None = None  # None: the plan's batch size
+    optimizer: str = "sgd"  # "sgd" (nnU-Net) or "adamw"
+    lr: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    warmup_epochs: int = 0  # linear warm-up (per iteration), then polynomial decay
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    oversample_foreground: float = 0.33
+    deep_supervision: bool = True
+    num_workers: int = 2  # background augmentation processes (0: in the main process)
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs between "latest" checkpoints
+    ema_alpha: float = 0.9  # smoothing of the validation metric used to pick "best"
+
+    def replace(self, **changes) -> "TrainingConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.iters_per_epoch < 1:
+            raise ValueError("epochs and iters_per_epoch must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}")
+
+
+def finetune_defaults(pretrained: bool) -> TrainingConfig:
+    """nnU-Net's settings: from scratch lr 1e-2; from pretrained weights lr 1e-3 with warm-up.
+
+    nnU-Net's PretrainedTrainer warms up for 50 of 1000 epochs (5%); we keep that proportion
+    when epochs are overridden (see :func:`scaled_warmup`).
+    """
+    if pretrained:
+        return TrainingConfig(lr=1e-3, warmup_epochs=50)
+    return TrainingConfig()
+
+
+def scaled_warmup(cfg: TrainingConfig, default_epochs: int = 1000) -> TrainingConfig:
+    """Keep the warm-up's share of training when the number of epochs changes."""
+    if cfg.warmup_epochs == 0 or cfg.epochs == default_epochs:
+        return cfg
+    share = cfg.warmup_epochs / default_epochs
+    return dataclasses.replace(cfg, warmup_epochs=max(1, round(share * cfg.epochs)))

@@ -1,0 +1,155 @@
+"""``sslunet_finetune`` as a library call: supervised training from random or pretrained weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sslunet.data.augmentation import (
+    patch_size_before_augmentation, training_transforms, validation_transforms,
+)
+from sslunet.data.loader import make_loader
+from sslunet.data.sampling import PatchDataLoader
+from sslunet.errors import InputError
+from sslunet.networks import build_network
+from sslunet.paths import Paths
+from sslunet.planning.plans import ConfigurationPlan
+from sslunet.training.checkpoint import load_checkpoint
+from sslunet.training.config import TrainingConfig, finetune_defaults, scaled_warmup
+from sslunet.training.distributed import DistContext, barrier, init_distributed
+from sslunet.training.pretrained import load_pretrained
+from sslunet.training.runs import (
+    choose_labeled, finetune_model_dir, fold_cases, load_plans, preprocessed_dir, pretrain_dir,
+    resolve_device,
+)
+from sslunet.training.segmentation import SegmentationModel
+from sslunet.training.trainer import Trainer
+from sslunet.utils.atomic import write_json
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    dataset: str
+    configuration: str = "2d"
+    fold: int | str = 0
+    init: str = "random"  # "random", a pretraining objective name, or a checkpoint path
+    num_labeled: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    continue_training: bool = False
+    validate: bool = True  # full sliding-window validation in original geometry at the end
+    overrides: dict = field(default_factory=dict)  # TrainingConfig fields from the CLI
+
+
+def resolve_init(paths: Paths, opts: FinetuneOptions) -> Path | None:
+    if opts.init == "random":
+        return None
+    p = Path(opts.init)
+    if p.suffix == ".pt" or "/" in opts.init:
+        if not p.is_file():
+            raise InputError("--init checkpoint does not exist", p)
+        return p
+    ckpt = pretrain_dir(paths, opts.dataset, opts.init, opts.configuration) / "checkpoint_final.pt"
+    if not ckpt.is_file():
+        raise InputError(f"no finished pretraining '{opts.init}' for {opts.dataset} "
+                         f"{opts.configuration} (run: sslunet_pretrain -d {opts.dataset} -l "
+                         f"{opts.init} -c {opts.configuration})", ckpt)
+    return ckpt
+
+
+def training_config(opts: FinetuneOptions, pretrained: bool) -> TrainingConfig:
+    cfg = finetune_defaults(pretrained).replace(seed=opts.seed, **opts.overrides)
+    if "warmup_epochs" not in opts.overrides:
+        cfg = scaled_warmup(cfg)
+    return cfg
+
+
+def make_loader_factory(folder: Path, train_ids, val_ids, config: ConfigurationPlan,
+                        cfg: TrainingConfig, pin: bool):
+    """``seed -> (train stream, val stream, close)`` for segmentation patches."""
+    batch = cfg.batch_size or config.batch_size
+    patch = tuple(config.patch_size)
+    read = patch_size_before_augmentation(patch)
+
+    def factory(seed: int):
+        tl = PatchDataLoader(folder, train_ids, patch, batch, config.ndim,
+                             cfg.oversample_foreground, seed, True, read)
+        vl = PatchDataLoader(folder, val_ids, patch, batch, config.ndim,
+                             cfg.oversample_foreground, seed + 1, True)
+        train = make_loader(tl, training_transforms(patch, config.ndim), cfg.num_workers, pin,
+                            seed)
+        val = make_loader(vl, validation_transforms(), min(cfg.num_workers, 1), pin, seed + 1)
+
+        def close():
+            train.close()
+            val.close()
+
+        return train, val, close
+
+    return factory
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if (run_dir / "checkpoint_final.pt").exists() and not resume:
+        raise InputError("this run already finished; its outputs are kept (choose another "
+                         "--seed/--num-labeled/-f, or delete the folder to retrain)", run_dir)
+    if (run_dir / "checkpoint_latest.pt").exists() and not resume:
+        raise InputError("an interrupted run exists here; add --continue to resume it (or "
+                         "delete the folder to start over)", run_dir)
+
+
+def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistContext()) -> Path:
+    """Train a segmentation network; returns the fold's run folder."""
+    plans = load_plans(paths, opts.dataset)
+    config = plans.configuration(opts.configuration)
+    pre = preprocessed_dir(paths, opts.dataset)
+    train_ids, val_ids = fold_cases(pre, opts.fold)
+    labeled = choose_labeled(train_ids, opts.num_labeled, opts.seed)
+    model_dir = finetune_model_dir(paths, opts.dataset, opts.init, opts.configuration,
+                                   opts.num_labeled, opts.seed)
+    run_dir = model_dir / f"fold_{opts.fold}"
+    if run_dir.joinpath("checkpoint_final.pt").exists() and opts.continue_training:
+        print(f"{run_dir} already finished; nothing to do", file=sys.stderr)
+        return run_dir
+    _check_run_dir(run_dir, opts.continue_training)
+    init_ckpt = resolve_init(paths, opts)
+    cfg = training_config(opts, init_ckpt is not None)
+    device = resolve_device(opts.device, dist_ctx.local_rank)
+    init_distributed(dist_ctx, device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    network = build_network(config, plans.num_input_channels, plans.num_classes,
+                            cfg.deep_supervision, seed=opts.seed)
+    report = None
+    if init_ckpt is not None:
+        report = load_pretrained(network, load_checkpoint(init_ckpt), config, init_ckpt)
+    if dist_ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        plans.save(model_dir / "plans.json")
+        write_json(run_dir / "labeled_cases.json", {"num_labeled": len(labeled), "seed": opts.seed,
+                                                     "cases": labeled, "validation": val_ids})
+        write_json(run_dir / "run_config.json", {"options": dataclasses.asdict(opts),
+                                                  "training": dataclasses.asdict(cfg)})
+        if report is not None:
+            write_json(run_dir / "loaded_weights.json", report)
+    barrier()
+    meta = {"kind": "finetune", "plans": plans.to_dict(), "configuration": config.name,
+            "num_input_channels": plans.num_input_channels, "num_classes": plans.num_classes,
+            "init": opts.init, "fold": str(opts.fold), "labeled_cases": labeled}
+    model = SegmentationModel(network, config.batch_dice)
+    factory = make_loader_factory(pre / config.data_identifier, labeled, val_ids, config, cfg,
+                                  device.type == "cuda")
+    trainer = Trainer(cfg, model, factory, run_dir, device, dist_ctx, meta)
+    trainer.log.log(f"fine-tuning {opts.dataset} {config.name} fold {opts.fold}: init "
+                    f"{opts.init}, {len(labeled)} labelled case(s), {len(val_ids)} validation, "
+                    f"device {device}, {cfg.epochs} epochs x {cfg.iters_per_epoch} iterations")
+    trainer.fit(resume=opts.continue_training)
+    if opts.validate and dist_ctx.is_main:
+        from sslunet.inference.validation import validate_run
+
+        validate_run(network, plans, config, pre, val_ids, run_dir, device)
+    barrier()
+    return run_dir

@@ -1,0 +1,223 @@
+"""The training loop, assembled from parts: config, model (network + objective), loaders.
+
+The model passed in is an ``nn.Module`` whose ``forward(batch)`` returns a dict with a scalar
+``"loss"`` and optionally per-class hard counts ``"tp"``, ``"fp"``, ``"fn"`` (segmentation
+validation). Putting the objective inside the module means DistributedDataParallel sees one
+forward and synchronises every gradient, whatever the objective computes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sslunet.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sslunet.training.config import TrainingConfig
+from sslunet.training.distributed import DistContext, all_reduce_sum
+from sslunet.training.progress import RunLog
+from sslunet.training.schedule import learning_rate
+
+Batch = dict[str, torch.Tensor]
+LoaderFactory = Callable[[int], tuple[Iterator[Batch], Iterator[Batch] | None, Callable[[], None]]]
+
+CHECKPOINTS = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt",
+               "final": "checkpoint_final.pt"}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class Trainer:
+    """Runs epochs of training and validation, logs, checkpoints and resumes.
+
+    Args:
+        cfg: the training configuration.
+        model: objective model (see module docstring); it must have a ``network`` attribute,
+            whose weights are saved separately for transfer.
+        make_loaders: ``seed -> (train iterator, val iterator or None, close)``; called again
+            with a new seed on resume.
+        out_dir: the run folder.
+        device: where to train.
+        dist_ctx: torchrun context (rank 0 alone writes).
+        meta: extra self-describing fields stored in every checkpoint.
+    """
+
+    def __init__(self, cfg: TrainingConfig, model: nn.Module, make_loaders: LoaderFactory,
+                 out_dir: Path, device: torch.device, dist_ctx: DistContext = DistContext(),
+                 meta: dict | None = None, progress: bool = True):
+        self.cfg, self.device, self.dist, self.meta = cfg, device, dist_ctx, meta or {}
+        self.out_dir = Path(out_dir)
+        self.model = model.to(device)
+        self.make_loaders = make_loaders
+        self.progress = progress and dist_ctx.is_main
+        self.log = RunLog(self.out_dir, enabled=dist_ctx.is_main)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                             nesterov=True, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.amp_dtype = _amp_dtype(device) if cfg.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.ema, self.best = 0, None, -math.inf
+        if dist_ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=True)
+
+    # ----------------------------------------------------------------- checkpoints
+    def path(self, kind: str) -> Path:
+        return self.out_dir / CHECKPOINTS[kind]
+
+    def save(self, kind: str) -> None:
+        if not self.dist.is_main:
+            return
+        inner = unwrap(self.model)
+        save_checkpoint(self.path(kind), {
+            **self.meta,
+            "kind_of_checkpoint": kind,
+            # the network's weights (what transfers) and, apart, the objective's own tensors
+            # (projection heads, etc.), so nothing is stored twice
+            "network_weights": inner.network.state_dict(),
+            "objective_weights": {k: v for k, v in inner.state_dict().items()
+                                  if not k.startswith("network.")},
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "ema_metric": self.ema, "best_metric": self.best,
+            "training_config": asdict(self.cfg),
+            "rng": rng_state(),
+        })
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoint_latest.pt`` if present; returns whether it did."""
+        path = self.path("latest")
+        if not path.exists():
+            return False
+        ckpt = load_checkpoint(path, map_location=self.device)
+        weights = {f"network.{k}": v for k, v in ckpt["network_weights"].items()}
+        unwrap(self.model).load_state_dict({**weights, **ckpt["objective_weights"]})
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["grad_scaler"])
+        self.epoch, self.ema, self.best = ckpt["epoch"], ckpt["ema_metric"], ckpt["best_metric"]
+        set_rng_state(ckpt["rng"])
+        self.log.truncate_metrics(self.epoch)
+        self.log.log(f"resumed from {path.name} at epoch {self.epoch}")
+        return True
+
+    # ----------------------------------------------------------------- steps
+    def _to_device(self, batch: Batch) -> Batch:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()}
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, batch: Batch, step: int, total: int) -> float:
+        warm = self.cfg.warmup_epochs * self.cfg.iters_per_epoch
+        lr = learning_rate(step, total, self.cfg.lr, warm, self.cfg.poly_exponent)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.model(self._to_device(batch))
+        self.scaler.scale(out["loss"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(out["loss"].detach())
+
+    @torch.no_grad()
+    def validate(self, val_iter: Iterator[Batch]) -> dict:
+        self.model.eval()
+        loss_sum = torch.zeros(2, device=self.device)  # (sum of losses, count)
+        counts = None
+        for _ in range(self.cfg.val_iters):
+            with self._autocast():
+                out = self.model(self._to_device(next(val_iter)))
+            loss_sum += torch.stack([out["loss"].float().detach(), torch.ones((), device=self.device)])
+            if "tp" in out:
+                c = torch.stack([out["tp"], out["fp"], out["fn"]]).double()  # (3, K-1)
+                counts = c if counts is None else counts + c
+        self.model.train()
+        loss_sum = all_reduce_sum(loss_sum)
+        rec = {"val_loss": float(loss_sum[0] / loss_sum[1])}
+        if counts is not None:
+            tp, fp, fn = all_reduce_sum(counts)
+            dice = (2 * tp / (2 * tp + fp + fn).clamp_min(1)).tolist()
+            rec["pseudo_dice_per_class"] = dice
+            rec["pseudo_dice"] = sum(dice) / len(dice)
+        return rec
+
+    # ----------------------------------------------------------------- loop
+    def _epoch_record(self, epoch, losses, lr, val, seconds) -> dict:
+        rec = {"epoch": epoch, "train_loss": sum(losses) / len(losses), "lr": lr,
+               "epoch_time": round(seconds, 3), **val}
+        metric = rec.get("pseudo_dice", -rec.get("val_loss", rec["train_loss"]))
+        a = self.cfg.ema_alpha
+        self.ema = metric if self.ema is None else a * self.ema + (1 - a) * metric
+        rec["ema_metric"] = self.ema
+        return rec
+
+    def fit(self, resume: bool = False) -> Path:
+        """Train to ``cfg.epochs``; returns the final checkpoint's path."""
+        if resume:
+            self.resume()
+        cfg = self.cfg
+        total = cfg.epochs * cfg.iters_per_epoch
+        seed = cfg.seed * 1000 + self.dist.rank * 100_003 + self.epoch
+        train_iter, val_iter, close = self.make_loaders(seed)
+        try:
+            while self.epoch < cfg.epochs:
+                self._run_epoch(train_iter, val_iter, total)
+        finally:
+            close()
+        self.save("final")
+        if self.dist.is_main and self.path("latest").exists():
+            self.path("latest").unlink()  # the final checkpoint supersedes it
+        return self.path("final")
+
+    def _run_epoch(self, train_iter, val_iter, total: int) -> None:
+        cfg, epoch = self.cfg, self.epoch
+        t0 = time.perf_counter()
+        self.model.train()
+        losses = []
+        bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, leave=False, unit="it")
+        for it in bar:
+            losses.append(self.train_step(next(train_iter), epoch * cfg.iters_per_epoch + it,
+                                          total))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        val = self.validate(val_iter) if val_iter is not None and cfg.val_iters > 0 else {}
+        lr = self.optimizer.param_groups[0]["lr"]
+        rec = self._epoch_record(epoch, losses, lr, val, time.perf_counter() - t0)
+        self.epoch += 1
+        self.log.append_metrics(rec)
+        shown = f" pseudo-Dice {rec['pseudo_dice']:.4f}" if "pseudo_dice" in rec else ""
+        vl = f" val {rec['val_loss']:.4f}" if "val_loss" in rec else ""
+        self.log.log(f"epoch {epoch + 1}/{cfg.epochs}: train {rec['train_loss']:.4f}{vl}{shown} "
+                     f"lr {lr:.2e} ({rec['epoch_time']:.1f} s)")
+        if self.ema > self.best:
+            self.best = self.ema
+            self.save("best")
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+            self.save("latest")
+        self.log.plot()
+
+
+def _amp_dtype(device: torch.device):
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

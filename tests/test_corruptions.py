@@ -1,0 +1,237 @@
+"""Tests for sslunet.ssl.corruptions: invariants, determinism and known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sslunet.ssl.corruptions import (
+    Box,
+    apply_context_restoration,
+    apply_local_shuffle,
+    apply_mask,
+    apply_nonlinear,
+    apply_paint,
+    block_mask,
+    context_restoration,
+    draw_context_restoration,
+    draw_genesis,
+    draw_local_shuffle,
+    draw_nonlinear,
+    draw_paint,
+    genesis_corrupt,
+    inpaint,
+    local_pixel_shuffle,
+    nonlinear_intensity,
+    outpaint,
+)
+
+
+def _image(shape=(2, 24, 20), seed=0, dtype=np.float32) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _union(shape, boxes) -> np.ndarray:
+    inside = np.zeros(shape, dtype=bool)
+    for box in boxes:
+        inside[box.index()] = True
+    return inside
+
+
+# ---------------------------------------------------------------------------------------------
+# context restoration
+
+
+@pytest.mark.parametrize("shape, patch", [((2, 24, 20), 5), ((1, 6, 30, 30), (2, 5, 5))])
+def test_context_restoration_swaps_disjoint_patches(shape, patch):
+    image = _image(shape)
+    params = draw_context_restoration(
+        shape[1:], np.random.default_rng(1), num_swaps=4, patch_size=patch
+    )
+    out = apply_context_restoration(image, params)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    np.testing.assert_array_equal(np.sort(out, axis=None), np.sort(image, axis=None))  # histogram
+    boxes = [b for pair in params.pairs for b in pair]
+    assert len(boxes) == 8
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    inside = _union(shape, boxes)
+    np.testing.assert_array_equal(out[~inside], image[~inside])
+    for a, b in params.pairs:
+        np.testing.assert_array_equal(out[a.index()], image[b.index()])
+        np.testing.assert_array_equal(out[b.index()], image[a.index()])
+    assert np.any(out != image)
+
+
+def test_context_restoration_deterministic_and_validates():
+    image = _image((1, 48, 40))
+    a = context_restoration(image, np.random.default_rng(3))
+    b = context_restoration(image, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="disjoint"):
+        context_restoration(image, np.random.default_rng(0), num_swaps=40, patch_size=5)
+    with pytest.raises(ValueError):
+        context_restoration(image, np.random.default_rng(0), patch_size=(5, 5, 5))
+    with pytest.raises(ValueError):
+        context_restoration(image, np.random.default_rng(0), num_swaps=0)
+
+
+def test_box_overlap():
+    assert Box((0, 0), (3, 3)).overlaps(Box((2, 2), (3, 3)))
+    assert not Box((0, 0), (3, 3)).overlaps(Box((3, 0), (3, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models Genesis transforms
+
+
+_GENESIS = {
+    "nonlinear": lambda x, rng: nonlinear_intensity(x, rng),
+    "shuffle": lambda x, rng: local_pixel_shuffle(x, rng, num_blocks=200, max_block=4),
+    "inpaint": lambda x, rng: inpaint(x, rng),
+    "outpaint": lambda x, rng: outpaint(x, rng),
+    "genesis": lambda x, rng: genesis_corrupt(
+        x, rng, p_nonlinear=1.0, p_local_shuffle=1.0, p_paint=1.0
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GENESIS))
+@pytest.mark.parametrize("shape", [(1, 32, 28), (2, 12, 16, 14)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_genesis_transform_shape_determinism_change(name, shape, dtype):
+    image = _image(shape, seed=4, dtype=dtype)
+    before = image.copy()
+    a = _GENESIS[name](image, np.random.default_rng(8))
+    b = _GENESIS[name](image, np.random.default_rng(8))
+    c = _GENESIS[name](image, np.random.default_rng(9))
+    assert a.shape == image.shape and a.dtype == image.dtype
+    np.testing.assert_array_equal(a, b)
+    assert np.any(a != image)
+    assert np.any(a != c)
+    np.testing.assert_array_equal(image, before)  # input untouched
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nonlinear_is_monotonic_per_channel(seed):
+    ramp = np.linspace(-3.0, 5.0, 400)
+    image = np.stack([ramp, 2 * ramp + 1]).reshape(2, 20, 20)  # (C, y, x)
+    params = draw_nonlinear(np.random.default_rng(seed))
+    out = apply_nonlinear(image, params)
+    for ch in range(2):
+        diffs = np.diff(out[ch].ravel())
+        assert np.all(diffs <= 1e-12) if params.invert else np.all(diffs >= -1e-12)
+        # The range [min, max] maps onto itself (end points fixed or swapped).
+        assert out[ch].min() == pytest.approx(image[ch].min()) and out[ch].max() == pytest.approx(
+            image[ch].max()
+        )
+    assert {draw_nonlinear(np.random.default_rng(s)).invert for s in range(20)} == {False, True}
+
+
+def test_nonlinear_keeps_constant_channel():
+    image = np.stack([np.full((4, 4), 2.5), np.arange(16.0).reshape(4, 4)])  # (2, 4, 4)
+    out = apply_nonlinear(image, draw_nonlinear(np.random.default_rng(0)))
+    np.testing.assert_array_equal(out[0], image[0])
+
+
+def test_local_shuffle_single_block_permutes_only_that_block():
+    image = _image((2, 16, 16), seed=5)
+    params = draw_local_shuffle((16, 16), np.random.default_rng(2), num_blocks=1, max_block=6)
+    params = type(params)((Box((3, 4), (5, 6)),), params.seed)
+    out = apply_local_shuffle(image, params)
+    inside = _union(image.shape, params.boxes)
+    np.testing.assert_array_equal(out[~inside], image[~inside])
+    np.testing.assert_array_equal(np.sort(out[0], axis=None), np.sort(image[0], axis=None))
+    # Voxels move together across channels.
+    pairs_in = {tuple(v) for v in image[:, 3:8, 4:10].reshape(2, -1).T}  # (V, C) rows
+    pairs_out = {tuple(v) for v in out[:, 3:8, 4:10].reshape(2, -1).T}  # (V, C) rows
+    assert pairs_in == pairs_out and np.any(out != image)
+
+
+def test_inpaint_and_outpaint_touch_the_right_voxels():
+    image = _image((2, 30, 24), seed=6)
+    lo = image.min(axis=(1, 2), keepdims=True)
+    hi = image.max(axis=(1, 2), keepdims=True)
+    params = draw_paint((30, 24), np.random.default_rng(1), outpaint=False)
+    out = apply_paint(image, params)
+    inside = _union(image.shape, params.boxes)
+    np.testing.assert_array_equal(out[~inside], image[~inside])
+    assert np.all((out >= lo) & (out <= hi))
+    for box in params.boxes:
+        assert all(30 // 6 <= n <= 30 // 3 for n in box.size[:1]) and all(
+            24 // 6 <= n <= 24 // 3 for n in box.size[1:]
+        )
+    params = draw_paint((30, 24), np.random.default_rng(1), outpaint=True)
+    out = apply_paint(image, params)
+    inside = _union(image.shape, params.boxes)
+    np.testing.assert_array_equal(out[inside], image[inside])
+    assert np.all(out[~inside] != image[~inside])
+    assert 1 <= len(params.boxes) <= 5
+
+
+def test_genesis_composition_probabilities():
+    rng = np.random.default_rng(0)
+    none = draw_genesis((16, 16), rng, p_nonlinear=0.0, p_local_shuffle=0.0, p_paint=0.0)
+    assert none.shuffle is none.nonlinear is none.paint is None
+    image = _image((1, 16, 16))
+    untouched = genesis_corrupt(image, rng, p_nonlinear=0.0, p_local_shuffle=0.0, p_paint=0.0)
+    np.testing.assert_array_equal(untouched, image)
+    out = draw_genesis((16, 16), rng, p_paint=1.0, p_outpaint_given_paint=1.0)
+    assert out.paint is not None and out.paint.outpaint
+    inn = draw_genesis((16, 16), rng, p_paint=1.0, p_outpaint_given_paint=0.0)
+    assert inn.paint is not None and not inn.paint.outpaint
+    # Default rates (0.9, 0.5, 0.9, 0.8) show up as frequencies.
+    draws = [draw_genesis((16, 16), np.random.default_rng(s)) for s in range(400)]
+    assert np.mean([d.nonlinear is not None for d in draws]) == pytest.approx(0.9, abs=0.06)
+    assert np.mean([d.shuffle is not None for d in draws]) == pytest.approx(0.5, abs=0.08)
+    painted = [d.paint for d in draws if d.paint is not None]
+    assert len(painted) / 400 == pytest.approx(0.9, abs=0.06)
+    assert np.mean([p.outpaint for p in painted]) == pytest.approx(0.8, abs=0.07)
+    with pytest.raises(ValueError):
+        draw_genesis((16, 16), rng, p_paint=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# block masking
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.6, 0.75, 1.0])
+def test_block_mask_ratio_divisible(ratio):
+    mask = block_mask((32, 48, 16), (16, 16, 8), ratio, np.random.default_rng(0))
+    assert mask.shape == (1, 32, 48, 16) and mask.dtype == bool
+    blocks = mask[0].reshape(2, 16, 3, 16, 2, 8)  # (gz, bz, gy, by, gx, bx)
+    per_block = blocks.transpose(0, 2, 4, 1, 3, 5).reshape(12, -1)  # (blocks, voxels)
+    assert np.all(per_block.all(axis=1) | ~per_block.any(axis=1))  # whole blocks only
+    assert per_block.all(axis=1).sum() == math.floor(ratio * 12 + 0.5)
+    assert mask.mean() == pytest.approx(math.floor(ratio * 12 + 0.5) / 12)
+
+
+def test_block_mask_non_divisible_and_deterministic():
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    mask = block_mask((20, 21), (8, 5), 0.75, rng_a)
+    np.testing.assert_array_equal(mask, block_mask((20, 21), (8, 5), 0.75, rng_b))
+    assert mask.shape == (1, 20, 21)
+    grid = (3, 5)  # ceil(20/8), ceil(21/5): 15 blocks, border blocks are smaller
+    masked = 0
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            block = mask[0, 8 * i : 8 * i + 8, 5 * j : 5 * j + 5]
+            assert block.all() or not block.any()
+            masked += int(block.all())
+    assert masked == round(0.75 * 15)
+    with pytest.raises(ValueError):
+        block_mask((8, 8), 4, 1.2, rng_a)
+    with pytest.raises(ValueError):
+        block_mask((8, 8), (4, 4, 4), 0.5, rng_a)
+
+
+def test_apply_mask():
+    image = _image((2, 8, 8))
+    mask = block_mask((8, 8), 4, 0.5, np.random.default_rng(1))
+    out = apply_mask(image, mask, fill=-1.0)
+    assert out.dtype == image.dtype and out.shape == image.shape
+    np.testing.assert_array_equal(out[:, mask[0]], -1.0)
+    np.testing.assert_array_equal(out[:, ~mask[0]], image[:, ~mask[0]])
+    with pytest.raises(ValueError):
+        apply_mask(image, mask.astype(np.float32))
