@@ -63,7 +63,11 @@ def _write_splits(fp: Fingerprint, out: Path, overwrite: bool) -> None:
     path = out / "splits.json"
     labelled = [c.case_id for c in fp.cases if c.source == "imagesTr"]
     if path.exists() and not overwrite:
-        known = {i for s in read_json(path) for i in s["train"] + s["val"]}
+        try:  # users may hand-edit the folds; a broken file must not end in a traceback
+            known = {i for s in read_json(path) for i in s["train"] + s["val"]}
+        except (ValueError, TypeError, KeyError) as e:
+            raise InputError(f"cannot be read as cross-validation splits ({e}); fix it or "
+                             "re-run with --overwrite", path) from None
         if known == set(labelled):
             return
         _log(f"rewriting {path}: the labelled cases changed")
@@ -104,5 +108,7 @@ def plan_and_preprocess(raw_dir: Path, preprocessed_root: Path,
         n = preprocess_dataset(dataset, plans, out, configs, opts.num_processes, opts.overwrite,
                                opts.include_test, opts.progress)
         copy_ground_truth(dataset, out, opts.overwrite)
-        _log(f"preprocessed {n} case(s) ({len(dataset.cases) - n} already done) into {out}")
+        sources = ("imagesTr", "imagesUnlabeled") + (("imagesTs",) if opts.include_test else ())
+        total = len(dataset.cases_from(*sources))
+        _log(f"preprocessed {n} case(s) ({total - n} already done) into {out}")
     return plans

@@ -72,9 +72,7 @@ class Fingerprint:
 
     @classmethod
     def load(cls, path: str | Path) -> "Fingerprint":
-        data = read_json(path)
-        _check_version(data, FINGERPRINT_VERSION, path)
-        return from_dict(cls, data)
+        return _load_versioned(cls, path, FINGERPRINT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -187,9 +185,25 @@ class Plans:
 
     @classmethod
     def load(cls, path: str | Path) -> "Plans":
+        return _load_versioned(cls, path, PLANS_VERSION)
+
+
+def _load_versioned(cls, path: str | Path, expected: int):
+    """Read a JSON file written by ``save``; a broken (e.g. hand-edited) file is an InputError."""
+    from sslunet.errors import InputError
+
+    try:
         data = read_json(path)
-        _check_version(data, PLANS_VERSION, path)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise InputError(f"not valid JSON ({e})", path) from None
+    if not isinstance(data, dict):
+        raise InputError("must contain a JSON object", path)
+    _check_version(data, expected, path)
+    try:
         return from_dict(cls, data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise InputError(f"cannot be read as {cls.__name__} ({e}); fix it or re-run "
+                         "sslunet_plan with --overwrite", path) from None
 
 
 def _check_version(data: dict, expected: int, where) -> None:

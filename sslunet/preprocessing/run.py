@@ -66,6 +66,8 @@ def _run_job(job: _Job) -> int:
     if not todo:
         return 0
     data, seg, geometry = load_checked_case(job.case, job.plans.labels)
+    if job.case.source == "imagesTs":
+        seg = None  # test references (labelsTs) are checked but never stored (storage.py)
     done: dict[tuple, Path] = {}
     for config, folder in todo:
         spacing_t = tuple(geometry.array_spacing[a] for a in job.plans.transpose_forward)
