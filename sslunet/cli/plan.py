@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the full-resolution patch covers < 25%% of the median image)")
     p.add_argument("--gpu-memory-gb", type=float, default=8.0,
                    help="GPU memory budget the patch and batch sizes are planned for")
+    p.add_argument("--base-features", type=int, default=32,
+                   help="feature maps of the first stage (doubling per stage; nnU-Net: 32). "
+                        "Smaller values give much faster networks for CPU work")
+    p.add_argument("--max-features", type=int,
+                   help="cap on feature maps per stage (default 320 in 3D, 512 in 2D)")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes")
     p.add_argument("--overwrite", action="store_true",
                    help="re-plan (replacing plans.json and splits.json) and redo every case")
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         raw = resolve_raw_dataset(args.dataset, paths.raw)
         opts = PlanOptions(tuple(args.configurations), args.gpu_memory_gb,
                            max(1, args.num_processes), args.overwrite, args.verify_only,
-                           not args.no_preprocess, args.include_test)
+                           not args.no_preprocess, args.include_test,
+                           base_features=args.base_features, max_features=args.max_features)
         plan_and_preprocess(raw, paths.preprocessed, opts)
 
     run(go)

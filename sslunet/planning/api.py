@@ -26,6 +26,8 @@ class PlanOptions:
     preprocess: bool = True
     include_test: bool = False
     progress: bool = True
+    base_features: int = 32
+    max_features: int | None = None
 
 
 def _log(msg: str) -> None:
@@ -48,7 +50,8 @@ def describe_plans(plans: Plans) -> str:
 
 def _resolve_plans(fp: Fingerprint, out: Path, opts: PlanOptions) -> Plans:
     """Reuse an existing plans.json (hand edits are respected) unless ``overwrite``."""
-    fresh = plan_experiment(fp, opts.gpu_memory_gb, opts.configurations)
+    fresh = plan_experiment(fp, opts.gpu_memory_gb, opts.configurations, opts.base_features,
+                            opts.max_features)
     path = out / "plans.json"
     if path.exists() and not opts.overwrite:
         existing = Plans.load(path)

@@ -54,12 +54,12 @@ def fullres_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> np.ndarr
     return target
 
 
-def _estimate(topology, num_channels, num_classes) -> int:
-    feats = features_per_stage(topology.num_stages, len(topology.patch_size))
+def _estimate(topology, num_channels, num_classes, width=(32, None)) -> int:
+    feats = features_per_stage(topology.num_stages, len(topology.patch_size), *width)
     return conv_feature_map_size(topology, feats, num_classes)
 
 
-def _shrink_until_fits(spacing, patch, median_shape, reference, ref_bs, n_ch, n_cls):
+def _shrink_until_fits(spacing, patch, median_shape, reference, ref_bs, n_ch, n_cls, width):
     """Reduce the patch until the memory proxy fits the budget at batch size 2.
 
     Each step shrinks the axis that is largest relative to the median image (keeping the patch's
@@ -67,7 +67,7 @@ def _shrink_until_fits(spacing, patch, median_shape, reference, ref_bs, n_ch, n_
     that valid sizes such as 224 are not skipped (divisibility changes with the depth).
     """
     topo = plan_topology(spacing, patch)
-    est = _estimate(topo, n_ch, n_cls)
+    est = _estimate(topo, n_ch, n_cls, width)
     while est / ref_bs * MIN_BATCH > reference:
         ratios = [p / m for p, m in zip(topo.patch_size, median_shape)]
         axis = int(np.argmax(ratios))
@@ -79,14 +79,20 @@ def _shrink_until_fits(spacing, patch, median_shape, reference, ref_bs, n_ch, n_
         if new_patch[axis] < 1:
             break
         topo = plan_topology(spacing, new_patch)
-        est = _estimate(topo, n_ch, n_cls)
+        est = _estimate(topo, n_ch, n_cls, width)
     return topo, est
 
 
 def plan_configuration(name: str, spacing, median_shape, n_voxels_dataset: float, n_ch: int,
                        n_cls: int, gpu_memory_gb: float, norm: tuple[str, ...],
-                       mask_norm: tuple[bool, ...], data_identifier: str) -> ConfigurationPlan:
-    """Patch size, topology and batch size for one configuration."""
+                       mask_norm: tuple[bool, ...], data_identifier: str,
+                       width: tuple[int, int | None] = (32, None)) -> ConfigurationPlan:
+    """Patch size, topology and batch size for one configuration.
+
+    ``width`` is (features of the first stage, cap): nnU-Net's (32, 320 in 3D / 512 in 2D) by
+    default. Narrower networks (e.g. ``--base-features 16`` for CPU work) lower the memory
+    proxy, so the same budget buys a larger patch or batch.
+    """
     ndim = len(spacing)
     inv = 1.0 / np.asarray(spacing, dtype=np.float64)
     # Initial patch: aspect ratio of a physically isotropic cube, as large as 256^3 (2048^2 in
@@ -96,7 +102,8 @@ def plan_configuration(name: str, spacing, median_shape, n_voxels_dataset: float
     initial = [min(int(round(i)), int(round(m))) for i, m in zip(initial, median_shape)]
     reference = REFERENCE_VALUE[ndim] * gpu_memory_gb / REFERENCE_GB
     ref_bs = REFERENCE_BATCH[ndim]
-    topo, est = _shrink_until_fits(spacing, initial, median_shape, reference, ref_bs, n_ch, n_cls)
+    topo, est = _shrink_until_fits(spacing, initial, median_shape, reference, ref_bs, n_ch, n_cls,
+                                   width)
     # Spare memory goes into the batch size, but one batch may cover at most 5% of the dataset's
     # voxels (an overfitting precaution), and never fewer than 2 samples.
     batch = round(reference / est * ref_bs)
@@ -108,7 +115,7 @@ def plan_configuration(name: str, spacing, median_shape, n_voxels_dataset: float
         spacing=tuple(float(s) for s in spacing), patch_size=topo.patch_size,
         median_image_size=tuple(int(round(m)) for m in median_shape), batch_size=int(batch),
         pool_op_kernel_sizes=topo.pool_op_kernel_sizes, conv_kernel_sizes=topo.conv_kernel_sizes,
-        features_per_stage=features_per_stage(stages, ndim),
+        features_per_stage=features_per_stage(stages, ndim, *width),
         n_conv_per_stage_encoder=(2,) * stages, n_conv_per_stage_decoder=(2,) * (stages - 1),
         normalization_schemes=norm, use_mask_for_norm=mask_norm, batch_dice=False,
         resampling=ResamplingPlan(anisotropy_threshold=ANISO_THRESHOLD), vram_estimate=float(est),
@@ -139,8 +146,8 @@ def _plan_lowres(full: ConfigurationPlan, median_shape, args) -> ConfigurationPl
             else spacing * LOWRES_SPACING_STEP
         shape = full_spacing / spacing * np.asarray(median_shape)
         median_vox = float(np.prod(shape))
-        plan = plan_configuration("3d_lowres", spacing, shape, *args,
-                                  data_identifier=f"{PLANS_NAME}_3d_lowres")
+        plan = plan_configuration("3d_lowres", spacing, shape, *args[:6],
+                                  data_identifier=f"{PLANS_NAME}_3d_lowres", width=args[6])
     if float(np.prod(median_shape)) / median_vox < 2:
         return None
     return plan
@@ -148,7 +155,7 @@ def _plan_lowres(full: ConfigurationPlan, median_shape, args) -> ConfigurationPl
 
 def plan_experiment(fp: Fingerprint, gpu_memory_gb: float = 8.0,
                     configurations: tuple[str, ...] = ("2d", "3d_fullres", "3d_lowres"),
-                    ) -> Plans:
+                    base_features: int = 32, max_features: int | None = None) -> Plans:
     """Derive the plans for ``fp`` (3d_lowres only where its rule triggers)."""
     labelled = [c for c in fp.cases if c.source == "imagesTr"] or list(fp.cases)
     spacings = np.array([c.spacing for c in fp.cases], dtype=np.float64)
@@ -168,14 +175,15 @@ def plan_experiment(fp: Fingerprint, gpu_memory_gb: float = 8.0,
     crop_helps = fp.median_relative_size_after_cropping < 0.75
     mask_norm = tuple(crop_helps and n in MASK_NORM_SCHEMES for n in norm)
     n_cls = len(fp.labels)
+    width = (base_features, max_features)
     args = (n_vox, fp.num_channels, n_cls, gpu_memory_gb, norm, mask_norm)
     configs: dict[str, ConfigurationPlan] = {}
     full = plan_configuration("3d_fullres", t_spacing, median_shape, *args,
-                              data_identifier=f"{PLANS_NAME}_3d_fullres")
-    lowres = _plan_lowres(full, median_shape, args) if "3d_lowres" in configurations else None
+                              data_identifier=f"{PLANS_NAME}_3d_fullres", width=width)
+    lowres = _plan_lowres(full, median_shape, (*args, width)) if "3d_lowres" in configurations else None
     if "2d" in configurations:
         configs["2d"] = plan_configuration("2d", t_spacing[1:], median_shape[1:], *args,
-                                           data_identifier=f"{PLANS_NAME}_2d")
+                                           data_identifier=f"{PLANS_NAME}_2d", width=width)
         configs["2d"] = _with(configs["2d"], batch_dice=True)
     if "3d_fullres" in configurations:
         configs["3d_fullres"] = _with(full, batch_dice=lowres is not None)

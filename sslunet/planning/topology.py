@@ -77,9 +77,10 @@ def plan_topology(spacing, patch_size, min_edge: int = FEATUREMAP_MIN_EDGE) -> T
     return Topology(tuple(pools), tuple(kernels), padded, divisible)
 
 
-def features_per_stage(num_stages: int, ndim: int, base: int = 32) -> tuple[int, ...]:
-    """``min(base * 2**i, cap)`` with cap 320 in 3D and 512 in 2D, as nnU-Net."""
-    cap = 320 if ndim == 3 else 512
+def features_per_stage(num_stages: int, ndim: int, base: int = 32,
+                       cap: int | None = None) -> tuple[int, ...]:
+    """``min(base * 2**i, cap)``; default cap 320 in 3D and 512 in 2D, as nnU-Net."""
+    cap = cap if cap is not None else (320 if ndim == 3 else 512)
     return tuple(min(base * 2 ** i, cap) for i in range(num_stages))
 
 
