@@ -1,4 +1,4 @@
-"""End-of-training validation: predict a fold's validation cases in original geometry, score."""
+"""Predicting preprocessed cases in original geometry and scoring them (validation, test)."""
 
 from __future__ import annotations
 
@@ -16,25 +16,34 @@ from sslunet.preprocessing.storage import load_case
 from sslunet.utils.atomic import read_json
 
 
-def validate_run(network: torch.nn.Module, plans: Plans, config: ConfigurationPlan,
-                 pre_dir: Path, val_ids: list[str], run_dir: Path, device: torch.device,
-                 tta: bool = True) -> dict:
-    """Write ``validation/CASE<ending>`` and ``validation/summary.json`` (real Dice per class).
+def predict_and_evaluate(network: torch.nn.Module, plans: Plans, config: ConfigurationPlan,
+                         case_folder: Path, case_ids: list[str], out_dir: Path, ref_dir: Path,
+                         file_ending: str, device: torch.device, tta: bool = True,
+                         desc: str = "predict") -> dict:
+    """Predict ``case_ids`` from their preprocessed arrays, write ``out_dir/CASE<ending>`` in
+    original geometry, and score them against ``ref_dir`` into ``out_dir/summary.json``.
 
-    Predictions are made from the preprocessed arrays (identical to what prediction from raw
-    files computes) and reverted to the original geometry, then compared with the original
-    reference labels in ``gt_segmentations/``.
+    Predicting from the preprocessed arrays gives the same result as predicting from the raw
+    files (the same preprocessing produced them) without redoing it.
     """
-    ending = read_json(pre_dir / "dataset.json")["file_ending"]
-    out_dir = run_dir / "validation"
     network.set_deep_supervision(False)
     network.eval()
     predictor = network_predictor(network, device)
     inference = inference_config(config, tta=tta)
-    folder = pre_dir / config.data_identifier
-    for case_id in tqdm(val_ids, desc="validation", unit="case"):
-        data, _, props = load_case(folder, case_id)
+    for case_id in tqdm(case_ids, desc=desc, unit="case"):
+        data, _, props = load_case(case_folder, case_id)
         logits = predict_logits([predictor], data, config, plans.num_classes, inference, device)
-        export_prediction(logits, props, plans, config, out_dir / f"{case_id}{ending}")
-    return evaluate_folders(pre_dir / "gt_segmentations", out_dir, labels=plans.labels,
-                            file_ending=ending, output=out_dir, reference_cases=val_ids)
+        export_prediction(logits, props, plans, config, out_dir / f"{case_id}{file_ending}")
+    return evaluate_folders(ref_dir, out_dir, labels=plans.labels, file_ending=file_ending,
+                            output=out_dir, reference_cases=case_ids)
+
+
+def validate_run(network: torch.nn.Module, plans: Plans, config: ConfigurationPlan,
+                 pre_dir: Path, val_ids: list[str], run_dir: Path, device: torch.device,
+                 tta: bool = True) -> dict:
+    """End-of-training validation: ``run_dir/validation/`` masks and ``summary.json``
+    (real Dice per class against the original labels in ``gt_segmentations/``)."""
+    ending = read_json(pre_dir / "dataset.json")["file_ending"]
+    return predict_and_evaluate(network, plans, config, pre_dir / config.data_identifier,
+                                val_ids, run_dir / "validation", pre_dir / "gt_segmentations",
+                                ending, device, tta, desc="validation")

@@ -1,0 +1,67 @@
+"""``sslunet_study``: how much labelling does pretraining save, how much faster does it converge."""
+
+from __future__ import annotations
+
+import argparse
+
+from sslunet.cli._common import paths_from_env, run
+from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.study.run import StudyOptions, run_study
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sslunet_study",
+        description="Pretrain each objective once, fine-tune every (init, label budget, fold, "
+                    "seed), evaluate, and tabulate Dice against labelled volumes and the "
+                    "convergence speed against random init. Re-running resumes.")
+    p.add_argument("-d", "--dataset", required=True)
+    p.add_argument("-c", "--configuration", default="2d")
+    p.add_argument("--inits", nargs="+", default=["random", "regression", "contrastive"],
+                   help="'random', pretraining objectives, or checkpoint paths")
+    p.add_argument("--labeled", nargs="+", default=["1", "2", "5", "all"],
+                   help="label budgets: numbers of labelled volumes, or 'all'")
+    p.add_argument("--folds", nargs="+", default=["0"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--name", help="study folder name (default: from configuration and inits)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs")
+    p.add_argument("--iters-per-epoch", type=int, help="fine-tuning iterations per epoch")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--pretrain-epochs", type=int)
+    p.add_argument("--pretrain-iters-per-epoch", type=int)
+    p.add_argument("--pretrain-batch-size", type=int)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--no-test", action="store_true",
+                   help="do not score imagesTs/labelsTs even when they exist")
+    p.add_argument("--convergence-budget", help="label budget shown in convergence.png")
+    return p
+
+
+def _pick(args, pairs) -> dict:
+    return {field: getattr(args, attr) for attr, field in pairs if getattr(args, attr) is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+
+    def go():
+        paths = paths_from_env()
+        name = resolve_dataset_name(args.dataset, [paths.preprocessed])
+        ft = _pick(args, [("epochs", "epochs"), ("iters_per_epoch", "iters_per_epoch"),
+                          ("batch_size", "batch_size"), ("num_workers", "num_workers")])
+        pt = _pick(args, [("pretrain_epochs", "epochs"),
+                          ("pretrain_iters_per_epoch", "iters_per_epoch"),
+                          ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])
+        opts = StudyOptions(name, args.configuration, tuple(args.inits), tuple(args.labeled),
+                            tuple(args.folds), tuple(args.seeds), args.name, args.device, ft, pt,
+                            not args.no_test, args.convergence_budget)
+        out = run_study(paths, opts)
+        print((out / "study.md").read_text())
+        print(f"study outputs: {out}")
+
+    run(go)
+
+
+if __name__ == "__main__":
+    main()

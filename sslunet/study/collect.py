@@ -1,0 +1,146 @@
+"""Collecting one study run into a table row, test-set scoring, and writing the outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from sslunet.dataset.raw import load_raw_dataset
+from sslunet.paths import Paths
+from sslunet.study.metrics import convergence_epoch, markdown_table, time_to_epoch
+from sslunet.study.plots import plot_convergence, plot_dice_vs_labels
+from sslunet.utils.atomic import atomic_path, read_json
+
+
+@dataclass(frozen=True)
+class TestSet:
+    case_ids: list[str]
+    ref_dir: Path
+    file_ending: str
+
+
+def prepare_test_cases(paths: Paths, dataset: str, configuration: str, pre: Path) -> TestSet | None:
+    """Preprocess the raw dataset's ``imagesTs`` (if it has ``labelsTs``) for scoring."""
+    raw_dir = paths.raw / dataset
+    if not (raw_dir / "labelsTs").is_dir():
+        return None
+    from sslunet.planning.plans import Plans
+    from sslunet.preprocessing.run import preprocess_dataset
+
+    raw = load_raw_dataset(raw_dir)
+    cases = [c.case_id for c in raw.cases_from("imagesTs") if c.label is not None]
+    if not cases:
+        return None
+    plans = Plans.load(pre / "plans.json")
+    preprocess_dataset(raw, plans, pre, (configuration,), num_processes=2, include_test=True,
+                       progress=False)
+    return TestSet(cases, raw_dir / "labelsTs", raw.file_ending)
+
+
+def _mean_fg(summary: dict, key: str) -> float | None:
+    v = summary.get("foreground_mean", {}).get(key)
+    return v.get("mean") if isinstance(v, dict) else v
+
+
+def _per_class(summary: dict, prefix: str) -> dict:
+    out = {}
+    for name, stats in summary.get("per_class", {}).items():
+        out[f"{prefix}dice_{name}"] = stats.get("dice", {}).get("mean")
+    return out
+
+
+def run_row(init, budget, fold, seed, n_all, run_dir, status) -> dict:
+    n = n_all if budget == "all" else int(budget)
+    return {"init": init, "budget": str(budget), "n_labeled": n, "fold": str(fold),
+            "seed": seed, "status": status, "run_dir": "" if run_dir is None else str(run_dir)}
+
+
+def score_test(run_dir: Path, test: TestSet, plans_path: Path, configuration: str,
+               device: str) -> dict:
+    """Predict the test cases with the run's final network (once) and return the summary."""
+    summary_path = run_dir / "test" / "summary.json"
+    if summary_path.exists():
+        return read_json(summary_path)
+    from sslunet.inference.validation import predict_and_evaluate
+    from sslunet.networks import build_network
+    from sslunet.planning.plans import Plans
+    from sslunet.training.checkpoint import load_checkpoint
+    from sslunet.training.runs import resolve_device
+
+    plans = Plans.load(plans_path)
+    config = plans.configuration(configuration)
+    dev = resolve_device(device)
+    net = build_network(config, plans.num_input_channels, plans.num_classes, False)
+    net.load_state_dict(load_checkpoint(run_dir / "checkpoint_final.pt")["network_weights"])
+    net.to(dev)
+    return predict_and_evaluate(net, plans, config, plans_path.parent / config.data_identifier,
+                                test.case_ids, run_dir / "test", test.ref_dir,
+                                test.file_ending, dev, desc="test")
+
+
+def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
+                test: TestSet | None) -> dict:
+    row = run_row(init, budget, fold, seed, n_all, run_dir, "ok")
+    row["n_labeled"] = read_json(run_dir / "labeled_cases.json")["num_labeled"]
+    val = read_json(run_dir / "validation" / "summary.json")
+    row.update(_per_class(val, ""))
+    row["dice_mean"] = _mean_fg(val, "dice")
+    row["hd95_mean"] = _mean_fg(val, "hd95")
+    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if ln.strip()]
+    curve = [r.get("pseudo_dice") for r in records]
+    times = [r.get("epoch_time", 0.0) for r in records]
+    conv = convergence_epoch(curve)
+    row.update(epochs=len(records), convergence_epoch=conv,
+               time_to_converge_s=time_to_epoch(times, conv),
+               finetune_time_s=round(sum(times), 2), pseudo_dice_curve=curve)
+    if test is not None:
+        summ = score_test(run_dir, test, pre / "plans.json", opts.configuration, opts.device)
+        row.update(_per_class(summ, "test_"))
+        row["test_dice_mean"] = _mean_fg(summ, "dice")
+        row["test_hd95_mean"] = _mean_fg(summ, "hd95")
+    return row
+
+
+def _csv_text(rows: list[dict]) -> str:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys and k != "pseudo_dice_curve"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                    for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_outputs(out: Path, rows: list[dict], opts) -> None:
+    """``study.csv``, ``study.md``, ``dice_vs_labels.png``, ``convergence.png``, ``runs.json``."""
+    with atomic_path(out / "study.csv") as tmp:
+        tmp.write_text(_csv_text(rows))
+    with atomic_path(out / "runs.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=1, default=str))
+    has_test = any(r.get("test_dice_mean") is not None for r in rows)
+    metric = "test_dice_mean" if has_test else "dice_mean"
+    budgets = list(opts.budgets)
+    md = [f"# Study {opts.study_name}: {opts.dataset}, {opts.configuration}", "",
+          f"Dice: {'test set (imagesTs vs labelsTs)' if has_test else 'fold validation cases'}; "
+          f"mean over foreground classes. Runs: {len(rows)} "
+          f"({sum(r['status'] == 'ok' for r in rows)} finished).", "",
+          markdown_table(rows, list(opts.inits), budgets, metric)]
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        md += ["## Failed runs", ""] + [f"- {r['init']} N={r['budget']} fold {r['fold']} seed "
+                                         f"{r['seed']}: {r['status']}" for r in failed]
+    with atomic_path(out / "study.md") as tmp:
+        tmp.write_text("\n".join(md) + "\n")
+    plot_dice_vs_labels(rows, list(opts.inits), out / "dice_vs_labels.png", metric)
+    chosen = opts.convergence_budget or budgets[0]
+    curves = {i: [r["pseudo_dice_curve"] for r in rows if r["init"] == i and
+                  r["budget"] == chosen and r["status"] == "ok"] for i in opts.inits}
+    plot_convergence(curves, chosen, out / "convergence.png")

@@ -1,0 +1,127 @@
+"""``sslunet_study``: pretrain once per objective, fine-tune per (init, label budget, fold, seed),
+evaluate, and summarise label efficiency and convergence speed.
+
+Every step reuses finished work: a finished pretraining or fine-tuning is skipped, an
+interrupted one is continued, a failed one is reported in the table and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sslunet.paths import Paths
+from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
+from sslunet.training.finetune import FinetuneOptions, finetune
+from sslunet.training.runs import finetune_model_dir, fold_cases, preprocessed_dir, pretrain_dir
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    dataset: str
+    configuration: str = "2d"
+    inits: tuple[str, ...] = ("random", "regression", "contrastive")
+    budgets: tuple[str, ...] = ("1", "2", "5", "all")  # labelled volumes, or "all"
+    folds: tuple[str, ...] = ("0",)
+    seeds: tuple[int, ...] = (0,)
+    name: str | None = None
+    device: str = "auto"
+    finetune_overrides: dict = field(default_factory=dict)
+    pretrain_overrides: dict = field(default_factory=dict)
+    evaluate_test: bool = True
+    convergence_budget: str | None = None  # default: the smallest budget
+
+    @property
+    def study_name(self) -> str:
+        return self.name or f"{self.configuration}__{'-'.join(self.inits)}"
+
+
+def _log(msg: str) -> None:
+    print(f"[study] {msg}", file=sys.stderr)
+
+
+def is_objective(init: str) -> bool:
+    return init != "random" and "/" not in init and not init.endswith(".pt")
+
+
+def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> None:
+    """Run (or continue) the pretraining of ``objective`` unless it already finished."""
+    out = pretrain_dir(paths, opts.dataset, objective, opts.configuration)
+    if (out / "checkpoint_final.pt").exists():
+        _log(f"pretraining {objective}: finished earlier, reused ({out})")
+        return
+    from sslunet.ssl.pretrain import PretrainOptions, pretrain
+
+    _log(f"pretraining {objective} ...")
+    pretrain(paths, PretrainOptions(dataset=opts.dataset, objective=objective,
+                                    configuration=opts.configuration, device=opts.device,
+                                    continue_training=True,
+                                    overrides=dict(opts.pretrain_overrides)))
+
+
+def _budget_n(budget: str) -> int | None:
+    return None if budget == "all" else int(budget)
+
+
+def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold: str,
+                  seed: int) -> Path:
+    fold_v = "all" if fold == "all" else int(fold)
+    fo = FinetuneOptions(opts.dataset, opts.configuration, fold_v, init, _budget_n(budget),
+                         seed, opts.device, continue_training=True, validate=True,
+                         overrides=dict(opts.finetune_overrides))
+    return finetune(paths, fo)
+
+
+def run_study(paths: Paths, opts: StudyOptions,
+              finetune_fn: Callable[..., Path] | None = None) -> Path:
+    """Run the whole study; returns ``SSLUNET_RESULTS/<dataset>/study/<name>/``."""
+    finetune_fn = finetune_fn or _finetune_one
+    pre = preprocessed_dir(paths, opts.dataset)
+    out = paths.results / opts.dataset / "study" / opts.study_name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study_options.json").write_text(json.dumps(opts.__dict__, indent=2, default=str))
+    failed_pretraining: dict[str, str] = {}
+    for init in opts.inits:
+        if is_objective(init):
+            try:
+                ensure_pretrained(paths, opts, init)
+            except Exception as e:  # noqa: BLE001 - reported, the rest continues
+                failed_pretraining[init] = _short(e)
+                _log(f"pretraining {init} FAILED: {failed_pretraining[init]}")
+    test = prepare_test_cases(paths, opts.dataset, opts.configuration, pre) \
+        if opts.evaluate_test else None
+    rows = []
+    grid = [(i, b, f, s) for i in opts.inits for b in opts.budgets for f in opts.folds
+            for s in opts.seeds]
+    for k, (init, budget, fold, seed) in enumerate(grid, 1):
+        _log(f"run {k}/{len(grid)}: init {init}, N={budget}, fold {fold}, seed {seed}")
+        n_all = len(fold_cases(pre, "all" if fold == "all" else int(fold))[0])
+        if init in failed_pretraining:
+            rows.append(run_row(init, budget, fold, seed, n_all, None,
+                                f"pretraining failed: {failed_pretraining[init]}"))
+            continue
+        t0 = time.time()
+        try:
+            run_dir = finetune_fn(paths, opts, init, budget, fold, seed)
+            rows.append(collect_run(opts, pre, init, budget, fold, seed, n_all, run_dir, test))
+        except Exception as e:  # noqa: BLE001 - a failing run must not stop the others
+            run_dir = finetune_model_dir(paths, opts.dataset, init, opts.configuration,
+                                         _budget_n(budget), seed) / f"fold_{fold}"
+            _log(f"run FAILED after {time.time() - t0:.0f} s: {_short(e)} (folder {run_dir})")
+            rows.append(run_row(init, budget, fold, seed, n_all, None, f"failed: {_short(e)}"))
+    write_outputs(out, rows, opts)
+    _log(f"study outputs: {out}")
+    return out
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else ""
+    if not msg:
+        msg = traceback.format_exception_only(type(e), e)[-1].strip()
+    return f"{type(e).__name__}: {msg}"[:300]

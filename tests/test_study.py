@@ -1,0 +1,117 @@
+"""sslunet_study: convergence rule, resumption, failure isolation, table/CSV consistency."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+
+import pytest
+
+from _tiny_dataset import DATASET, tiny_home, tiny_overrides
+from sslunet.study.metrics import aggregate, convergence_epoch, markdown_table, time_to_epoch
+from sslunet.study.run import StudyOptions, run_study
+from sslunet.utils.atomic import read_json
+
+
+@pytest.mark.parametrize("curve, expected", [
+    ([0.0, 0.5, 0.9, 1.0, 0.98], 3),        # 0.95 x 1.0 first reached at epoch 3
+    ([0.2, 0.96, 0.5, 1.0], 1),             # an early spike that reaches 95% counts
+    ([0.8, 0.8, 0.8], 0),                   # flat: converged at once
+    ([0.0, 0.0], None),                     # never learned anything
+    ([], None),
+    ([float("nan"), 0.1, 0.2], 2),          # NaN epochs are skipped
+    ([None, 0.5, 0.49], 1),
+])
+def test_convergence_epoch_known_curves(curve, expected):
+    assert convergence_epoch(curve) == expected
+
+
+def test_convergence_fraction_and_time():
+    curve = [0.1, 0.5, 0.8, 0.9, 1.0]
+    assert convergence_epoch(curve, 0.5) == 1
+    assert convergence_epoch(curve, 0.85) == 3
+    assert time_to_epoch([2.0, 3.0, 4.0, 5.0], 2) == 9.0
+    assert time_to_epoch([1.0], None) is None
+
+
+def test_table_reports_mean_std_gain_and_speedup():
+    rows = [
+        {"init": "random", "budget": "1", "status": "ok", "dice_mean": 0.5, "convergence_epoch": 9},
+        {"init": "random", "budget": "1", "status": "ok", "dice_mean": 0.7, "convergence_epoch": 9},
+        {"init": "simclr", "budget": "1", "status": "ok", "dice_mean": 0.8, "convergence_epoch": 4},
+        {"init": "simclr", "budget": "1", "status": "failed: x", "dice_mean": None},
+    ]
+    agg = aggregate(rows)
+    assert agg[("random", "1")] == pytest.approx((0.6, 0.1, 2))
+    assert agg[("simclr", "1")][2] == 1  # the failed run is not averaged
+    md = markdown_table(rows, ["random", "simclr"], ["1"])
+    assert "0.600 ± 0.100" in md and "+0.200" in md
+    assert "(2.00x)" in md  # (9+1)/(4+1): epochs counted from 1
+
+
+def _add_test_cases(paths):
+    """Give the tiny raw dataset imagesTs/labelsTs (copies of two training cases)."""
+    raw = paths.raw / DATASET
+    for i in (0, 1):
+        (raw / "imagesTs").mkdir(exist_ok=True)
+        (raw / "labelsTs").mkdir(exist_ok=True)
+        shutil.copy(raw / "imagesTr" / f"case_00{i}_0000.nii.gz",
+                    raw / "imagesTs" / f"test_00{i}_0000.nii.gz")
+        shutil.copy(raw / "labelsTr" / f"case_00{i}.nii.gz", raw / "labelsTs" / f"test_00{i}.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    paths = tiny_home(tmp_path_factory, tmp_path_factory.mktemp("study") / "home")
+    _add_test_cases(paths)
+    opts = StudyOptions(DATASET, "2d", inits=("random", "no_such_objective"),
+                        budgets=("1", "all", "99"), folds=("0",), seeds=(0,),
+                        name="t", device="cpu", finetune_overrides=tiny_overrides())
+    out = run_study(paths, opts)
+    return paths, opts, out
+
+
+def test_study_writes_all_outputs(study):
+    _, _, out = study
+    for name in ("study.csv", "study.md", "dice_vs_labels.png", "convergence.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_failing_runs_do_not_stop_the_others(study):
+    _, _, out = study
+    rows = {(r["init"], r["budget"]): r for r in csv.DictReader(open(out / "study.csv"))}
+    assert rows[("random", "1")]["status"] == "ok"
+    assert rows[("random", "all")]["status"] == "ok"
+    assert rows[("random", "99")]["status"].startswith("failed")  # more than the fold has
+    assert rows[("no_such_objective", "1")]["status"].startswith("pretraining failed")
+    assert "Failed runs" in (out / "study.md").read_text()
+
+
+def test_csv_and_table_agree_with_run_summaries(study):
+    _, _, out = study
+    rows = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
+    md = (out / "study.md").read_text()
+    for r in rows:
+        val = read_json(f"{r['run_dir']}/validation/summary.json")
+        assert float(r["dice_mean"]) == pytest.approx(val["foreground_mean"]["dice"]["mean"]
+                                                      if isinstance(val["foreground_mean"]["dice"], dict)
+                                                      else val["foreground_mean"]["dice"])
+        test = read_json(f"{r['run_dir']}/test/summary.json")
+        assert test["num_cases"] == 2
+        shown = f"{float(r['test_dice_mean']):.3f} ± 0.000"  # one seed, one fold: std 0
+        assert shown in md
+        assert int(r["n_labeled"]) == (1 if r["budget"] == "1" else 4)
+
+
+def test_rerun_skips_finished_work(study):
+    paths, opts, out = study
+    rows = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
+    stamps = {r["run_dir"]: (paths.results / r["run_dir"] / "checkpoint_final.pt").stat().st_mtime_ns
+              for r in rows}
+    run_study(paths, opts)
+    for run_dir, stamp in stamps.items():
+        assert (paths.results / run_dir / "checkpoint_final.pt").stat().st_mtime_ns == stamp
+    again = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
+    assert [r["test_dice_mean"] for r in again] == [r["test_dice_mean"] for r in rows]
+    assert not any(math.isnan(float(r["dice_mean"])) for r in again)
