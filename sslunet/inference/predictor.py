@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from math import prod
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -11,11 +13,12 @@ from torch import nn
 
 from sslunet.dataset.imageio import Geometry, write_array
 from sslunet.inference.sliding_window import (
-    InferenceConfig, predict_slices_2d, sliding_window_predict,
+    InferenceConfig, Predictor, predict_slices_2d, sliding_window_predict,
 )
 from sslunet.planning.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import revert_probabilities
 from sslunet.preprocessing.storage import CaseProperties
+from sslunet.utils.atomic import atomic_path
 
 
 def network_predictor(network: nn.Module, device: torch.device, amp: bool = True):
@@ -60,6 +63,47 @@ def predict_logits(predictors: list, data: np.ndarray, config: ConfigurationPlan
     return total / len(predictors)
 
 
+def _accumulation_device(device: torch.device, spatial: Sequence[int], num_classes: int
+                         ) -> torch.device:
+    """Accumulate on the GPU when the buffers take under half its free memory, else the CPU."""
+    if device.type != "cuda":
+        return device
+    # logit and weight sums, one fold's probabilities and the running probability sum
+    need = 4 * (3 * num_classes + 1) * prod(spatial)
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if need < free / 2 else torch.device("cpu")
+
+
+def predict_probabilities(predictors: Sequence[Predictor], data: np.ndarray,
+                          config: ConfigurationPlan, num_classes: int,
+                          inference: InferenceConfig, device: torch.device) -> np.ndarray:
+    """Fold-averaged softmax probabilities of one preprocessed case.
+
+    Each fold's (TTA-averaged) logits go through a softmax and the probabilities are averaged
+    over folds (the ensembling choice is explained in :mod:`sslunet.inference.predict`).
+
+    Args:
+        predictors: One tile predictor per fold (see ``network_predictor``).
+        data: ``(C, Z, Y, X)`` preprocessed image; 2d configurations predict each ``Z`` slice.
+        config: The configuration the networks were trained with.
+        num_classes: ``K``.
+        inference: Tiling, Gaussian weighting, mirroring and tile batching.
+        device: Where the tiles are predicted.
+
+    Returns:
+        ``(K, Z, Y, X)`` float32 probabilities on the CPU.
+    """
+    image = torch.from_numpy(np.array(data, dtype=np.float32)).to(device)  # copy: may be a memmap
+    out_device = _accumulation_device(device, image.shape[1:], num_classes)
+    window = predict_slices_2d if config.ndim == 2 else sliding_window_predict
+    total = None
+    for predictor in predictors:
+        logits = window(predictor, image, num_classes, inference, out_device=out_device)
+        probs = torch.softmax(logits, 0)  # (K, Z, Y, X)
+        total = probs if total is None else total.add_(probs)
+    return (total / len(predictors)).cpu().numpy()
+
+
 def geometry_from_properties(props: CaseProperties) -> Geometry:
     size = tuple(reversed(props.original_shape))
     if len(props.sitk_spacing) == 2:
@@ -73,12 +117,31 @@ def export_prediction(logits: torch.Tensor, props: CaseProperties, plans: Plans,
                       probabilities_file: Path | None = None) -> np.ndarray:
     """Softmax, revert the preprocessing, argmax, write the label map (and probabilities)."""
     probs = torch.softmax(logits.float(), 0).numpy()
+    return export_probabilities(probs, props, plans, config, out_file, probabilities_file)
+
+
+def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
+                         config: ConfigurationPlan, out_file: Path,
+                         probabilities_file: Path | None = None) -> np.ndarray:
+    """Revert class probabilities to the original geometry, argmax, write the outputs.
+
+    Args:
+        probs: ``(K, *shape_after_resample)`` class probabilities in preprocessed space.
+        props: How the case was preprocessed (geometry, crop box, spacings).
+        plans: The plans (for the axis transposition).
+        config: The configuration (for the resampling orders).
+        out_file: Label map, written with the input image's exact geometry.
+        probabilities_file: Optional ``.npz`` receiving ``probabilities``, float16
+            ``(K, z, y, x)`` in the original image's numpy axis order.
+
+    Returns:
+        The label map ``(z, y, x)`` uint8 as written. The probabilities file is written
+        before the label map, so an existing label map means the case is complete.
+    """
     full = revert_probabilities(probs, props, plans, config)  # (K, *original_shape)
     seg = full.argmax(0).astype(np.uint8)
-    write_array(out_file, seg, geometry_from_properties(props))
     if probabilities_file is not None:
-        from sslunet.utils.atomic import atomic_path
-
         with atomic_path(probabilities_file, suffix=".npz") as tmp:
             np.savez_compressed(tmp, probabilities=full.astype(np.float16))
+    write_array(out_file, seg, geometry_from_properties(props))
     return seg

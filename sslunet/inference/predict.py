@@ -1,0 +1,466 @@
+"""``sslunet_predict`` as a library call: segment a folder of raw images with a trained model.
+
+Pipeline per case (the same functions as training, so prediction matches validation): read and
+verify the channel files -> :func:`~sslunet.preprocessing.preprocessor.preprocess_case` ->
+sliding window per fold (Gaussian weighting, mirroring TTA, tiles batched on the device; 2d
+configurations slice by slice) -> ensemble -> revert the preprocessing -> argmax -> write with
+the input's exact geometry.
+
+Ensembling: the softmax probabilities of the folds are averaged (within one fold the mirrored
+TTA variants are averaged as logits, by the sliding window). Folds are independently trained
+models whose logit scales differ; averaging probabilities keeps one over-confident fold from
+dominating, and it is what nnU-Net's ``nnUNetv2_ensemble`` does across models. The ``.npz``
+written by ``save_probabilities`` holds exactly these averaged probabilities.
+
+Three stages overlap: a reader thread reads and preprocesses the next case while the network
+predicts the current one, and exports (resampling back, argmax, compressing the NIfTI) run in
+worker processes (or one thread with ``num_processes=0``). Queues are bounded, worker errors
+are re-raised in the caller, and every worker is stopped before :func:`predict_folder` returns
+or raises.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sslunet.dataset.imageio import Geometry
+from sslunet.dataset.raw import SUPPORTED_ENDINGS, RawCase
+from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.dataset.verify import load_checked_case
+from sslunet.errors import InputError
+from sslunet.inference.predictor import (
+    export_probabilities, inference_config, network_predictor, predict_probabilities,
+)
+from sslunet.inference.sliding_window import InferenceConfig
+from sslunet.networks import build_network
+from sslunet.paths import Paths
+from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.preprocessing.preprocessor import preprocess_case
+from sslunet.preprocessing.storage import CaseProperties
+from sslunet.training.checkpoint import load_checkpoint
+from sslunet.training.runs import resolve_device
+from sslunet.utils.atomic import read_json
+
+CHECKPOINT_FILES = {"final": "checkpoint_final.pt", "best": "checkpoint_best.pt"}
+REQUIRED_KEYS = ("network_weights", "plans", "configuration", "num_input_channels",
+                 "num_classes")
+# Endings accepted when the model does not record its dataset's file ending: single-file formats.
+FALLBACK_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
+# Header+data formats cannot be renamed atomically as one file: write their single-file twin.
+OUTPUT_ENDING = {".mhd": ".mha", ".nhdr": ".nrrd"}
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What ``sslunet_predict`` was asked to do (see ``sslunet/cli/predict.py`` for help)."""
+
+    input_dir: Path
+    output_dir: Path
+    dataset: str | None = None
+    model: Path | None = None
+    folds: tuple[str, ...] | None = None  # None: every fold with the chosen checkpoint
+    checkpoint: str = "final"
+    step_size: float = 0.5
+    tta: bool = True
+    save_probabilities: bool = False
+    overwrite: bool = False
+    device: str = "auto"
+    num_processes: int = 2  # export worker processes; 0 exports in one background thread
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class InputCase:
+    case_id: str
+    images: tuple[Path, ...]  # one file per channel, channel order
+    ending: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An ensemble of folds sharing one plan and configuration, ready on its device."""
+
+    model_dir: Path
+    checkpoints: tuple[Path, ...]
+    plans: Plans
+    config: ConfigurationPlan
+    networks: tuple[nn.Module, ...]
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    output_dir: Path
+    predicted: tuple[str, ...]
+    skipped: tuple[str, ...]  # outputs already present (no ``overwrite``)
+    model: LoadedModel
+
+
+# ------------------------------------------------------------------------- model selection
+def finished_models(dataset_dir: Path) -> list[Path]:
+    """Model folders under ``dataset_dir/finetune`` with at least one finished fold."""
+    return sorted(d for d in (Path(dataset_dir) / "finetune").glob("*")
+                  if d.is_dir() and any(d.glob("fold_*/checkpoint_final.pt")))
+
+
+def find_model(paths: Paths, dataset: str | None, model: Path | None) -> Path:
+    """``model`` if given, else the only finished model of ``dataset`` (else of the only
+    dataset that has one). Several candidates are an :class:`InputError` listing them."""
+    if model is not None:
+        if not Path(model).is_dir():
+            raise InputError("model folder does not exist", model)
+        return Path(model)
+    if dataset is None:
+        found = [d for d in sorted(paths.results.glob("*")) if finished_models(d)]
+        if len(found) != 1:
+            raise InputError(f"no finished model under {paths.results}/*/finetune (train one "
+                             "with sslunet_finetune, or pass -m)" if not found else
+                             "finished models exist for several datasets ("
+                             + ", ".join(d.name for d in found) + "); choose one with -d")
+        dataset_dir = found[0]
+    else:
+        dataset_dir = paths.results / resolve_dataset_name(dataset, [paths.results])
+    models = finished_models(dataset_dir)
+    if not models:
+        raise InputError("no finished model (no finetune/*/fold_*/checkpoint_final.pt; train "
+                         "one with sslunet_finetune)", dataset_dir)
+    if len(models) > 1:
+        raise InputError(f"{len(models)} finished models for {dataset_dir.name}: "
+                         + ", ".join(m.name for m in models)
+                         + f"; choose one with -m {dataset_dir / 'finetune'}/<model>")
+    return models[0]
+
+
+def checkpoint_files(model: Path, folds: Sequence[str] | None,
+                     checkpoint: str = "final") -> tuple[Path, list[Path]]:
+    """``(model folder, checkpoint file per fold)`` for a model folder or a single fold folder.
+
+    Without ``folds``, every fold folder holding the checkpoint is used.
+    """
+    name, model = CHECKPOINT_FILES[checkpoint], Path(model)
+    fold_dirs = sorted(d for d in model.glob("fold_*") if d.is_dir())
+    if not fold_dirs and (model.name.startswith("fold_") or (model / name).exists()):
+        if folds and [f"fold_{f}" for f in folds] != [model.name]:
+            raise InputError("-f cannot select other folds when -m is a single fold folder", model)
+        fold_dirs, folds = [model], [model.name[len("fold_"):]]
+        model = model.parent
+    elif not fold_dirs:
+        raise InputError("not a model folder: it has no fold_* subfolders", model)
+    elif folds is None:
+        files = [d / name for d in fold_dirs if (d / name).is_file()]
+        if not files:
+            raise InputError(f"no finished checkpoint: no fold_*/{name} (training not "
+                             "finished?)", model)
+        return model, files
+    available = ", ".join(d.name[len("fold_"):] for d in fold_dirs)
+    files = []
+    for fold in dict.fromkeys(folds):  # drop repeats, keep order
+        d = model / f"fold_{fold}"
+        if not d.is_dir():
+            raise InputError(f"fold {fold} does not exist (folds here: {available})", d)
+        if not (d / name).is_file():
+            raise InputError(f"fold {fold} has no {name} (training not finished?)", d / name)
+        files.append(d / name)
+    return model, files
+
+
+def load_model(model_dir: Path, files: Sequence[Path], device: torch.device) -> LoadedModel:
+    """Load every fold's checkpoint (weights only) and build its network on ``device``.
+
+    Raises:
+        InputError: not a segmentation checkpoint, folds that disagree on plans,
+            configuration, channels or classes, or weights that do not fit the plan.
+    """
+    networks, first, plans = [], None, None
+    for f in files:
+        ckpt = load_checkpoint(f)
+        missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+        if missing or ckpt.get("kind", "finetune") != "finetune":
+            raise InputError(f"not a fine-tuned segmentation model ({ckpt.get('kind')} "
+                             f"checkpoint{', missing ' + ', '.join(missing) if missing else ''})",
+                             f)
+        meta = (ckpt["plans"], ckpt["configuration"], int(ckpt["num_input_channels"]),
+                int(ckpt["num_classes"]))
+        if first is None:
+            first = meta
+            try:
+                plans = Plans.from_dict(meta[0])
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                raise InputError(f"checkpoint plans cannot be read ({e})", f) from None
+            if plans.num_input_channels != meta[2]:
+                raise InputError("checkpoint channel count disagrees with its plans", f)
+        elif meta != first:
+            raise InputError(f"fold differs from {files[0]} in plans, configuration, channels "
+                             "or classes; folds of one model must match", f)
+        network = build_network(plans.configuration(meta[1]), meta[2], meta[3],
+                                deep_supervision=False)
+        try:
+            network.load_state_dict(ckpt["network_weights"])
+        except RuntimeError as e:
+            raise InputError("weights do not fit the network its plans describe "
+                             f"({str(e).splitlines()[0][:120]})", f) from None
+        networks.append(network.to(device).eval())
+    return LoadedModel(Path(model_dir), tuple(files), plans, plans.configuration(first[1]),
+                       tuple(networks), device)
+
+
+def model_file_ending(model_dir: Path, paths: Paths, dataset_name: str) -> str | None:
+    """The training images' file ending: the model folder's, else the preprocessed dataset's
+    ``dataset.json``; None when neither is there (any supported ending is accepted then)."""
+    for candidate in (Path(model_dir) / "dataset.json",
+                      paths.preprocessed / dataset_name / "dataset.json"):
+        try:
+            ending = read_json(candidate).get("file_ending")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if ending in SUPPORTED_ENDINGS:
+            return ending
+    return None
+
+
+# ------------------------------------------------------------------------- input listing
+def check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
+    """Resolved ``(input, output)``; the output must not be the input or lie inside it."""
+    inp, out = Path(input_dir).resolve(), Path(output_dir).resolve()
+    if not inp.is_dir():
+        raise InputError("input folder does not exist", input_dir)
+    if out == inp or inp in out.parents:
+        raise InputError("output folder must not be the input folder or lie inside it",
+                         output_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", output_dir)
+    return inp, out
+
+
+def _image_files(folder: Path, endings: Sequence[str]) -> Iterator[tuple[Path, str, str]]:
+    """``(file, stem, ending)`` of every visible file with one of ``endings``."""
+    for f in sorted(Path(folder).iterdir()):
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        for ending in sorted(endings, key=len, reverse=True):  # ".nii.gz" wins over ".gz"
+            if f.name.endswith(ending) and len(f.name) > len(ending):
+                yield f, f.name[: -len(ending)], ending
+                break
+
+
+def list_input_cases(folder: Path, num_channels: int, endings: Sequence[str]) -> list[InputCase]:
+    """Group ``CASE_XXXX<ending>`` files (or plain ``CASE<ending>`` for 1 channel) by case.
+
+    Raises:
+        InputError: no images, missing or extra channels, mixed endings, plain names for a
+            multi-channel model, or a case given both ways.
+    """
+    groups: dict[str, dict[int, Path]] = {}
+    ending_of: dict[str, str] = {}
+    for f, stem, ending in _image_files(folder, endings):
+        m = _CHANNEL.match(stem)
+        case, ch = (m["case"], int(m["ch"])) if m else (stem, -1)  # -1: plain file name
+        if ending_of.setdefault(case, ending) != ending:
+            raise InputError(f"case '{case}' mixes file endings {ending_of[case]} and {ending}", f)
+        if ch < 0 and num_channels != 1:
+            raise InputError(f"the model takes {num_channels} channels: name the files "
+                             f"{case}_0000{ending} .. {case}_{num_channels - 1:04d}{ending}", f)
+        chans = groups.setdefault(case, {})
+        if chans and (ch < 0) != (-1 in chans):
+            raise InputError("case is given both with and without a channel suffix",
+                             f if ch < 0 else chans[-1])
+        if chans.setdefault(ch, f) != f:
+            raise InputError(f"channel {ch:04d} of case '{case}' is given twice", f)
+    if not groups:
+        raise InputError("no images found (expected CASE_0000" + "|".join(endings) + ")", folder)
+    cases = []
+    for case, chans in sorted(groups.items()):
+        if -1 in chans:
+            cases.append(InputCase(case, (chans[-1],), ending_of[case]))
+            continue
+        extra = sorted(set(chans) - set(range(num_channels)))
+        if extra:
+            raise InputError(f"case '{case}' has channel {extra[0]:04d} but the model takes "
+                             f"{num_channels} channel(s) (0000..{num_channels - 1:04d})",
+                             chans[extra[0]])
+        missing = [ch for ch in range(num_channels) if ch not in chans]
+        if missing:
+            raise InputError(f"channel {missing[0]:04d} of case '{case}' is missing (the model "
+                             f"takes {num_channels} channels)",
+                             Path(folder) / f"{case}_{missing[0]:04d}{ending_of[case]}")
+        cases.append(InputCase(case, tuple(chans[ch] for ch in range(num_channels)),
+                               ending_of[case]))
+    return cases
+
+
+def check_headers(cases: Iterable[InputCase]) -> None:
+    """Read every image header up front, so a bad file stops the run before any output.
+
+    Checks readability, one 2D/3D scalar image per file and equal geometry of a case's channels
+    (what remains for the full read: truncated voxel data and non-finite values).
+    """
+    reader = sitk.ImageFileReader()
+    for case in cases:
+        first = None
+        for path in case.images:
+            reader.SetFileName(str(path))
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError:
+                raise InputError("cannot read image header (corrupt or unsupported file)",
+                                 path) from None
+            dim, comps = reader.GetDimension(), reader.GetNumberOfComponents()
+            if dim not in (2, 3) or comps != 1:
+                raise InputError(f"{dim}D image with {comps} component(s) per voxel: each "
+                                 "CASE_XXXX file must hold one 2D or 3D scalar image", path)
+            geometry = Geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),
+                                reader.GetSize())
+            diff = [] if first is None else first.differences(geometry)
+            if diff:
+                raise InputError(f"channel geometry differs from {case.images[0].name}: "
+                                 + "; ".join(diff), path)
+            first = first or geometry
+
+
+def output_files(case: InputCase, output_dir: Path, probabilities: bool
+                 ) -> tuple[Path, Path | None]:
+    """``(label map, probabilities .npz or None)`` of a case."""
+    ending = OUTPUT_ENDING.get(case.ending, case.ending)
+    npz = output_dir / f"{case.case_id}.npz" if probabilities else None
+    return output_dir / f"{case.case_id}{ending}", npz
+
+
+# ------------------------------------------------------------------------- per-case steps
+def read_case(case: InputCase, plans: Plans, config: ConfigurationPlan
+              ) -> tuple[InputCase, np.ndarray, CaseProperties]:
+    """Read, verify and preprocess one case: ``(case, data (C, *shape_t) float32, props)``."""
+    raw = RawCase(case.case_id, "imagesTs", case.images, None)
+    data, _, geometry = load_checked_case(raw, None)
+    data, _, props = preprocess_case(data, None, geometry, plans, config, case.case_id,
+                                     "imagesTs")
+    return case, data, props
+
+
+# ------------------------------------------------------------------------- pipeline
+def _prefetch(executor: Executor, fn: Callable, items: Sequence, depth: int) -> Iterator:
+    """``fn(item)`` for each item, in order, computed up to ``depth`` items ahead."""
+    queue: deque[Future] = deque(executor.submit(fn, x) for x in items[:depth])
+    rest = iter(items[depth:])
+    try:
+        while queue:
+            result = queue.popleft().result()
+            nxt = next(rest, None)
+            if nxt is not None:
+                queue.append(executor.submit(fn, nxt))
+            yield result
+    finally:
+        for f in queue:
+            f.cancel()
+
+
+def _make_exporter(num_processes: int) -> Executor:
+    if num_processes <= 0:
+        return ThreadPoolExecutor(1, thread_name_prefix="sslunet-export")
+    # spawn, not fork: this process runs torch (and maybe CUDA) threads that a fork would copy
+    # in an arbitrary state; workers then only run numpy, scipy and SimpleITK
+    return ProcessPoolExecutor(num_processes, mp_context=get_context("spawn"),
+                               initializer=_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C is handled by the parent, which lets running exports finish (their writes are
+    # atomic anyway) and stops the pool; workers would otherwise each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _collect(pending: deque[Future], bar: tqdm, keep: int) -> None:
+    """Wait until at most ``keep`` exports are pending; re-raise any export's error."""
+    while pending and (len(pending) > keep or pending[0].done()):
+        pending.popleft().result()
+        bar.update()
+
+
+def _inference(config: ConfigurationPlan, opts: PredictOptions) -> InferenceConfig:
+    # the training batch fits in memory with gradients, so it fits as a tile batch without
+    return inference_config(config, opts.step_size, opts.tta, max(1, config.batch_size))
+
+
+def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptions,
+                  output_dir: Path) -> None:
+    config, plans = model.config, model.plans
+    inference = _inference(config, opts)
+    predictors = [network_predictor(n, model.device) for n in model.networks]
+    reader = ThreadPoolExecutor(1, thread_name_prefix="sslunet-read")
+    exporter = _make_exporter(opts.num_processes)
+    pending: deque[Future] = deque()
+    bar = tqdm(total=len(cases), desc="predict", unit="case", disable=not opts.progress)
+    try:
+        read = partial(read_case, plans=plans, config=config)
+        for case, data, props in _prefetch(reader, read, cases, depth=2):
+            probs = predict_probabilities(predictors, data, config, plans.num_classes,
+                                          inference, model.device)
+            out_file, npz = output_files(case, output_dir, opts.save_probabilities)
+            # export_probabilities is top level, so worker processes can unpickle the call
+            pending.append(exporter.submit(export_probabilities, probs, props, plans, config,
+                                           out_file, npz))
+            _collect(pending, bar, keep=max(1, opts.num_processes) + 1)
+        _collect(pending, bar, keep=0)
+    finally:
+        for f in pending:
+            f.cancel()
+        reader.shutdown(wait=True, cancel_futures=True)
+        exporter.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+
+def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
+    """Predict every case of ``opts.input_dir`` into ``opts.output_dir``.
+
+    Cases whose outputs exist are skipped unless ``opts.overwrite``. Bad input is an
+    :class:`InputError`; whatever file names and headers reveal (model, folds, folders,
+    channels, unreadable headers, channel geometry) is found before the first output is
+    written. Only a problem in the voxel data itself (truncated file, NaN) stops the run at
+    that case, keeping the outputs already finished.
+
+    Returns:
+        Which cases were predicted and which skipped, and the model used.
+    """
+    input_dir, output_dir = check_folders(opts.input_dir, opts.output_dir)
+    if opts.checkpoint not in CHECKPOINT_FILES:
+        raise InputError(f"unknown checkpoint {opts.checkpoint!r} (final or best)")
+    if opts.num_processes < 0:
+        raise InputError("-np must be >= 0")
+    model_dir, files = checkpoint_files(find_model(paths, opts.dataset, opts.model), opts.folds,
+                                        opts.checkpoint)
+    device = resolve_device(opts.device)
+    model = load_model(model_dir, files, device)
+    _inference(model.config, opts)  # a bad step size fails here, before any output
+    ending = model_file_ending(model_dir, paths, model.plans.dataset_name)
+    cases = list_input_cases(input_dir, model.plans.num_input_channels,
+                             (ending,) if ending else FALLBACK_ENDINGS)
+    todo = [c for c in cases if opts.overwrite
+            or not all(p is None or p.exists()
+                       for p in output_files(c, output_dir, opts.save_probabilities))]
+    check_headers(todo)
+    folds = ", ".join(f.parent.name for f in files)
+    print(f"model {model_dir} ({model.config.name}, {folds}, checkpoint {opts.checkpoint}); "
+          f"device {device}; TTA {'on' if opts.tta else 'off'}; {len(todo)} of {len(cases)} "
+          "case(s) to predict", file=sys.stderr)
+    if todo:
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _run_pipeline(todo, model, opts, output_dir)
+    done = {c.case_id for c in todo}
+    return PredictionSummary(output_dir, tuple(c.case_id for c in todo),
+                             tuple(c.case_id for c in cases if c.case_id not in done), model)
