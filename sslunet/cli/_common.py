@@ -22,8 +22,8 @@ def run(fn: Callable[[], object]) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept; run the same command to resume",
-              file=sys.stderr)
+        print("interrupted: finished outputs are kept; run the command again to resume "
+              "(training commands: add --continue)", file=sys.stderr)
         sys.exit(130)
 
 

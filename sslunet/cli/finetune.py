@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on N labelled cases drawn (seeded) from the fold's training split")
     p.add_argument("--no-validation", action="store_true",
                    help="skip the final sliding-window validation")
+    p.add_argument("--disable-tta", action="store_true",
+                   help="no mirroring test-time augmentation in the final validation")
     add_training_args(p)
     return p
 
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         fold = "all" if args.fold == "all" else int(args.fold)
         opts = FinetuneOptions(name, args.configuration, fold, args.init, args.num_labeled,
                                args.seed, args.device, args.continue_training,
-                               not args.no_validation, training_overrides(args))
+                               not args.no_validation, not args.disable_tta,
+                               training_overrides(args))
         try:
             run_dir = finetune(paths, opts, dist_ctx)
         finally:

@@ -28,7 +28,7 @@ from sslunet.training.runs import (
 )
 from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.trainer import Trainer
-from sslunet.utils.atomic import write_json
+from sslunet.utils.atomic import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class FinetuneOptions:
     device: str = "auto"
     continue_training: bool = False
     validate: bool = True  # full sliding-window validation in original geometry at the end
+    tta: bool = True  # mirroring test-time augmentation in that validation
     overrides: dict = field(default_factory=dict)  # TrainingConfig fields from the CLI
 
 
@@ -129,6 +130,8 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     if dist_ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         plans.save(model_dir / "plans.json")
+        # the model folder is self-contained: prediction needs the file ending and labels
+        write_json(model_dir / "dataset.json", read_json(pre / "dataset.json"))
         write_json(run_dir / "labeled_cases.json", {"num_labeled": len(labeled), "seed": opts.seed,
                                                      "cases": labeled, "validation": val_ids})
         write_json(run_dir / "run_config.json", {"options": dataclasses.asdict(opts),
@@ -150,6 +153,6 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     if opts.validate and dist_ctx.is_main:
         from sslunet.inference.validation import validate_run
 
-        validate_run(network, plans, config, pre, val_ids, run_dir, device)
+        validate_run(network, plans, config, pre, val_ids, run_dir, device, opts.tta)
     barrier()
     return run_dir

@@ -9,8 +9,9 @@ Rules (nnU-Net's ``load_pretrained_weights`` and PretrainedTrainer, made explici
   a message that says what differs and how to fix it;
 - a different number of input channels is adapted as nnU-Net's PretrainedTrainer does: the
   first convolution's weights are averaged over the checkpoint's input channels, repeated for
-  each new channel and divided by the new channel count, so a constant image gives the same
-  activation as before.
+  each new channel and divided by the new channel count. For the usual case, a 1-channel
+  pretraining, a constant image then gives the same activation as before (for a k-channel
+  checkpoint, 1/k of it).
 """
 
 from __future__ import annotations

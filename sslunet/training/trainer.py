@@ -173,8 +173,10 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> Path:
         """Train to ``cfg.epochs``; returns the final checkpoint's path."""
-        if resume:
-            self.resume()
+        if not (resume and self.resume()):
+            # starting from epoch 0: drop records of an attempt killed before its first
+            # checkpoint, which would otherwise appear twice
+            self.log.truncate_metrics(0)
         cfg = self.cfg
         total = cfg.epochs * cfg.iters_per_epoch
         seed = cfg.seed * 1000 + self.dist.rank * 100_003 + self.epoch
