@@ -26,6 +26,7 @@ class Geometry:
     origin: tuple[float, ...]
     direction: tuple[float, ...]
     size: tuple[int, ...]  # SimpleITK order (x, y, z)
+    components: int = 1  # values per voxel (label maps and our images: 1)
 
     @property
     def array_spacing(self) -> tuple[float, ...]:
@@ -71,7 +72,8 @@ def read_header(path: Path) -> Geometry:
     except RuntimeError:
         raise InputError("cannot read image header (corrupt or unsupported file)", path) from None
     return Geometry(tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-                    tuple(reader.GetDirection()), tuple(reader.GetSize()))
+                    tuple(reader.GetDirection()), tuple(reader.GetSize()),
+                    reader.GetNumberOfComponents())
 
 
 def read_array(path: Path, dtype=np.float32) -> tuple[np.ndarray, Geometry]:

@@ -20,7 +20,6 @@ import json
 import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -28,56 +27,24 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from sslunet.dataset.imageio import Geometry, read_header
 from sslunet.errors import InputError
 from sslunet.evaluation.metrics import EMPTY_MASK_NOTES, case_metrics, class_metrics
 from sslunet.utils.atomic import atomic_path, write_json
-
-#: Relative tolerance for spacing and origin, absolute tolerance for direction cosines.
-GEOMETRY_TOLERANCE = 1e-4
 
 CSV_COLUMNS = ("case", "class", "label", "dice", "hd95", "volume_ref_ml", "volume_pred_ml",
                "volume_diff_ml", "volume_diff_rel", "ref_empty", "pred_empty")
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Image grid as SimpleITK reports it (x, y, z order, not numpy order)."""
+def geometry_difference(ref: Geometry, pred: Geometry) -> str:
+    """Describe how a prediction's grid differs from its reference's ("" when they agree).
 
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-    components: int
-
-
-def read_geometry(path: Path) -> Geometry:
-    """Read only the header of an image file.
-
-    Raises:
-        InputError: ``path`` is not a readable image.
+    Uses the toolkit's one definition of "same geometry" (:meth:`Geometry.differences`:
+    size exact, spacing and direction within 1e-4, origin within 1e-4 relative).
     """
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise InputError("cannot read this file as an image", path) from None
-    return Geometry(tuple(reader.GetSize()), tuple(reader.GetSpacing()),
-                    tuple(reader.GetOrigin()), tuple(reader.GetDirection()),
-                    reader.GetNumberOfComponents())
-
-
-def geometry_difference(ref: Geometry, pred: Geometry, tol: float = GEOMETRY_TOLERANCE) -> str:
-    """Describe how two grids differ ("" when they agree within ``tol``)."""
-    if ref.size != pred.size:
-        return f"size {pred.size} differs from the reference's {ref.size}"
-    if not np.allclose(pred.spacing, ref.spacing, rtol=tol, atol=0.0):
-        return f"spacing {pred.spacing} differs from the reference's {ref.spacing}"
-    # Origins are compared relative to their magnitude, with a floor of tol voxels near zero.
-    if not np.allclose(pred.origin, ref.origin, rtol=tol, atol=tol * max(ref.spacing)):
-        return f"origin {pred.origin} differs from the reference's {ref.origin}"
-    if not np.allclose(pred.direction, ref.direction, rtol=0.0, atol=tol):
-        return f"direction {pred.direction} differs from the reference's {ref.direction}"
+    diffs = pred.differences(ref)
+    if diffs:
+        return "differs from its reference in " + "; ".join(diffs)
     if pred.components != 1 or ref.components != 1:
         return f"label maps must have one component (got {pred.components} and {ref.components})"
     return ""
@@ -267,7 +234,7 @@ def _fill_inferred(records: list[dict]) -> dict[str, int]:
 
 def _check_all_geometry(pairs: list[tuple[Path, Path]]) -> None:
     for ref_path, pred_path in pairs:
-        problem = geometry_difference(read_geometry(ref_path), read_geometry(pred_path))
+        problem = geometry_difference(read_header(ref_path), read_header(pred_path))
         if problem:
             raise InputError(f"geometry differs from reference {ref_path.name}: {problem}",
                              pred_path)
