@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-test", action="store_true",
                    help="do not score imagesTs/labelsTs even when they exist")
+    p.add_argument("--disable-tta", action="store_true",
+                   help="no mirroring test-time augmentation when scoring (faster on CPU)")
     p.add_argument("--convergence-budget", help="label budget shown in convergence.png")
     return p
 
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])
         opts = StudyOptions(name, args.configuration, tuple(args.inits), tuple(args.labeled),
                             tuple(args.folds), tuple(args.seeds), args.name, args.device, ft, pt,
-                            not args.no_test, args.convergence_budget)
+                            not args.no_test, args.convergence_budget,
+                            not args.disable_tta)
         out = run_study(paths, opts)
         print((out / "study.md").read_text())
         print(f"study outputs: {out}")

@@ -60,7 +60,7 @@ def run_row(init, budget, fold, seed, n_all, run_dir, status) -> dict:
 
 
 def score_test(run_dir: Path, test: TestSet, plans_path: Path, configuration: str,
-               device: str) -> dict:
+               device: str, tta: bool = True) -> dict:
     """Predict the test cases with the run's final network (once) and return the summary."""
     summary_path = run_dir / "test" / "summary.json"
     if summary_path.exists():
@@ -79,7 +79,7 @@ def score_test(run_dir: Path, test: TestSet, plans_path: Path, configuration: st
     net.to(dev)
     return predict_and_evaluate(net, plans, config, plans_path.parent / config.data_identifier,
                                 test.case_ids, run_dir / "test", test.ref_dir,
-                                test.file_ending, dev, desc="test")
+                                test.file_ending, dev, tta, desc="test")
 
 
 def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
@@ -99,7 +99,8 @@ def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
                time_to_converge_s=time_to_epoch(times, conv),
                finetune_time_s=round(sum(times), 2), pseudo_dice_curve=curve)
     if test is not None:
-        summ = score_test(run_dir, test, pre / "plans.json", opts.configuration, opts.device)
+        summ = score_test(run_dir, test, pre / "plans.json", opts.configuration, opts.device,
+                          opts.tta)
         row.update(_per_class(summ, "test_"))
         row["test_dice_mean"] = _mean_fg(summ, "dice")
         row["test_hd95_mean"] = _mean_fg(summ, "hd95")

@@ -35,6 +35,7 @@ class StudyOptions:
     pretrain_overrides: dict = field(default_factory=dict)
     evaluate_test: bool = True
     convergence_budget: str | None = None  # default: the smallest budget
+    tta: bool = True  # mirroring test-time augmentation when scoring validation/test cases
 
     @property
     def study_name(self) -> str:
@@ -73,7 +74,7 @@ def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold
     fold_v = "all" if fold == "all" else int(fold)
     fo = FinetuneOptions(opts.dataset, opts.configuration, fold_v, init, _budget_n(budget),
                          seed, opts.device, continue_training=True, validate=True,
-                         overrides=dict(opts.finetune_overrides))
+                         tta=opts.tta, overrides=dict(opts.finetune_overrides))
     return finetune(paths, fo)
 
 
