@@ -1,0 +1,270 @@
+"""What every pretraining objective shares: its setup, options, stages and trainable parts.
+
+An objective is an ``nn.Module`` with a ``network`` attribute (the planned U-Net, so weights
+transfer into fine-tuning without shape surprises), its own heads and its loss, and
+``forward(batch) -> {"loss": scalar, ...}``, which is all :class:`~sslunet.training.trainer.
+Trainer` needs. Besides the module, an objective says
+
+* how its batches are built (:meth:`PretrainObjective.make_stream`: sampler + batchgenerators
+  transforms, run in the background workers);
+* which of its sub-modules it trains (:meth:`~PretrainObjective.trainable_modules`; the others
+  get ``requires_grad=False``, so the trainer's optimiser never sees them), and which network
+  tensors are worth transferring (:meth:`~PretrainObjective.transferable_prefixes`; heads never);
+* its stages (one for most objectives; Chaitanya et al.'s global-then-local has two).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from batchgenerators.transforms.abstract_transforms import AbstractTransform
+from torch import nn
+
+from sslunet.data.loader import BatchStream, make_loader
+from sslunet.data.sampling import PatchDataLoader
+from sslunet.errors import InputError
+from sslunet.networks import build_network
+from sslunet.paths import Paths
+from sslunet.planning.plans import ConfigurationPlan, Plans
+
+
+@dataclass(frozen=True)
+class PretrainSetup:
+    """The data an objective pretrains on.
+
+    Attributes:
+        dataset: dataset folder name (``DatasetXXX_Name``).
+        plans: the dataset's plans.
+        config: the configuration trained (``2d`` or ``3d_fullres``).
+        folder: the preprocessed folder of that configuration.
+        paths: the folder layout (objectives with a reference dataset look it up there).
+        seed: seeds the network and head initialisation.
+        distributed: whether several processes train together (torchrun).
+    """
+
+    dataset: str
+    plans: Plans
+    config: ConfigurationPlan
+    folder: Path
+    paths: Paths
+    seed: int = 0
+    distributed: bool = False
+
+    @property
+    def num_input_channels(self) -> int:
+        return self.plans.num_input_channels
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of an objective.
+
+    Attributes:
+        name: stage name (``"main"`` for single-stage objectives).
+        folder: sub-folder of the objective's run folder, ``""`` for the folder itself.
+        epoch_share: fraction of the requested epochs this stage trains for.
+    """
+
+    name: str
+    folder: str = ""
+    epoch_share: float = 1.0
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Objectives without options."""
+
+
+def parse_options(objective: str, options_cls: type, raw: dict) -> object:
+    """Build an objective's frozen options dataclass from ``{field: value}``.
+
+    Args:
+        objective: objective name, for messages.
+        options_cls: the objective's ``Options`` dataclass.
+        raw: user-given values (CLI flags that were set); missing fields keep their defaults.
+
+    Raises:
+        InputError: an option that the objective does not have, or an invalid value.
+    """
+    known = {f.name for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        flag = "--" + unknown[0].replace("_", "-")
+        accepted = ", ".join("--" + k.replace("_", "-") for k in sorted(known)) or "none"
+        raise InputError(f"option {flag} does not apply to objective '{objective}' "
+                         f"(its options: {accepted})")
+    try:
+        return options_cls(**raw)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"invalid option for objective '{objective}': {e}") from None
+
+
+def seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:
+    """Build a head with PyTorch's default init drawn from ``seed``, not the global stream.
+
+    The global RNG state is restored afterwards, so building a head neither depends on nor
+    disturbs the caller's randomness.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+POOL_GRID = 4  # cells per axis of the pooled bottleneck
+
+
+def pooled_grid(spatial: Sequence[int], cells: int = POOL_GRID) -> tuple[int, ...]:
+    """Grid the bottleneck is pooled to: at most ``cells`` per axis."""
+    return tuple(min(int(s), cells) for s in spatial)
+
+
+def grid_pool(features: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Average-pool to a coarse grid and flatten: ``(B, C, *S) -> (B, C * prod(grid))``.
+
+    Why not a global average: the U-Net's stages end with instance normalisation, which sets
+    every channel's spatial mean to the same value before the nonlinearity, so a global
+    average of the bottleneck hardly depends on the image (contrastive losses then stay at
+    chance). Chaitanya et al. flatten the whole bottleneck; a small grid keeps its layout with
+    a head whose size does not grow with the patch.
+    """
+    pool = F.adaptive_avg_pool2d if features.ndim == 4 else F.adaptive_avg_pool3d
+    return pool(features, tuple(grid)).flatten(1)  # (B, C, *grid) -> (B, C * prod(grid))
+
+
+class ProjectionHead(nn.Sequential):
+    """SimCLR / Chaitanya et al.'s g1: ``Linear(C, hidden) -> ReLU -> Linear(hidden, out)``.
+
+    Without biases, as in Chaitanya et al.'s code (Dense 1024 ReLU, Dense 128). Input
+    ``(N, C)``, output ``(N, out)``.
+    """
+
+    def __init__(self, in_features: int, hidden: int, out: int):
+        super().__init__(nn.Linear(in_features, hidden, bias=False), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out, bias=False))
+
+
+def patch_stream(setup: PretrainSetup, case_ids: Sequence[str], batch_size: int, seed: int,
+                 transform: AbstractTransform, num_workers: int, pin: bool,
+                 folder: Path | None = None, need_seg: bool = False,
+                 oversample: float = 0.0) -> BatchStream:
+    """Random patches of the plan's size from ``case_ids``, transformed in the workers.
+
+    Args:
+        setup: the pretraining setup (configuration, folder).
+        case_ids: cases to sample from (uniformly, with replacement).
+        batch_size: patches per batch.
+        seed: sampler and transform seed.
+        transform: batchgenerators transform producing the objective's batch.
+        num_workers: background processes (0: in the calling process).
+        pin: pin memory (CUDA only).
+        folder: another preprocessed folder (a reference dataset); default ``setup.folder``.
+        need_seg: read label maps too.
+        oversample: share of each batch centred on foreground (needs labels).
+    """
+    cfg = setup.config
+    loader = PatchDataLoader(folder or setup.folder, list(case_ids), tuple(cfg.patch_size),
+                             batch_size, cfg.ndim, oversample, seed, need_seg)
+    return make_loader(loader, transform, num_workers, pin, seed)
+
+
+class PretrainObjective(nn.Module):
+    """Base class of the registered objectives.
+
+    Subclasses set ``Options`` (a frozen dataclass of hyper-parameters), optionally
+    ``default_training`` (TrainingConfig fields that differ from the pretraining defaults) and
+    ``min_batch_size``, and implement :meth:`forward`, :meth:`make_stream`,
+    :meth:`trainable_modules` and :meth:`transferable_prefixes`.
+
+    Args:
+        network: the planned U-Net (built by :meth:`create`).
+        setup: the data it pretrains on.
+        options: an instance of ``Options``.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    default_training: ClassVar[dict] = {}
+    min_batch_size: ClassVar[int] = 1
+
+    def __init__(self, network: nn.Module, setup: PretrainSetup, options):
+        super().__init__()
+        self.network = network
+        self.setup = setup
+        self.options = options
+        self.stage = self.stages()[0].name
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def output_channels(cls, setup: PretrainSetup, options) -> int:
+        """Output channels of the network's head; restoration needs the input channels."""
+        return setup.num_input_channels
+
+    @classmethod
+    def create(cls, setup: PretrainSetup, raw_options: dict | None = None) -> "PretrainObjective":
+        """Parse the options, build the planned network and the objective, enter stage 1.
+
+        The network is built without deep supervision: objectives that use its output use the
+        full-resolution one.
+        """
+        options = parse_options(cls.name, cls.Options, dict(raw_options or {}))
+        network = build_network(setup.config, setup.num_input_channels,
+                                cls.output_channels(setup, options), deep_supervision=False,
+                                seed=setup.seed)
+        objective = cls(network, setup, options)
+        objective.set_stage(objective.stages()[0].name)
+        return objective
+
+    # ------------------------------------------------------------------ stages and parts
+    def stages(self) -> tuple[Stage, ...]:
+        """The training runs of this objective, in order."""
+        return (Stage("main"),)
+
+    def set_stage(self, name: str) -> None:
+        """Switch to stage ``name``: only its :meth:`trainable_modules` keep gradients."""
+        if name not in {s.name for s in self.stages()}:
+            raise ValueError(f"objective '{self.name}' has no stage {name!r}")
+        self.stage = name
+        trainable = tuple(m + "." for m in self.trainable_modules())
+        for pname, p in self.named_parameters():
+            p.requires_grad_(pname.startswith(trainable))
+
+    def trainable_modules(self) -> tuple[str, ...]:
+        """Sub-modules (paths relative to this module) trained in the current stage."""
+        raise NotImplementedError
+
+    def trained_modules(self) -> tuple[str, ...]:
+        """Sub-modules trained up to and including the current stage (checkpoint metadata)."""
+        return self.trainable_modules()
+
+    def transferable_prefixes(self) -> tuple[str, ...]:
+        """Network state-dict prefixes worth loading for fine-tuning (never heads)."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict:
+        """The options plus values derived from the plan (JSON-ready)."""
+        return dataclasses.asdict(self.options)
+
+    # ------------------------------------------------------------------ data
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size < self.min_batch_size:
+            raise InputError(f"objective '{self.name}' needs --batch-size >= "
+                             f"{self.min_batch_size}, got {batch_size}")
+
+    def make_stream(self, case_ids: Sequence[str], batch_size: int, seed: int, train: bool,
+                    num_workers: int, pin: bool) -> BatchStream:
+        """Batches of the current stage for :meth:`forward`.
+
+        Args:
+            case_ids: the images to draw from.
+            batch_size: images per batch (see each objective for what that counts).
+            seed: seeds the sampler and the transforms.
+            train: training (True) or held-out validation stream.
+            num_workers: background processes.
+            pin: pin memory.
+        """
+        raise NotImplementedError

@@ -1,0 +1,247 @@
+"""``contrastive``: Chaitanya et al.'s global (G^D) then local (L^R) contrastive pretraining.
+
+Paper: Chaitanya, Erdil, Karani, Konukoglu, "Contrastive learning of global and local features
+for medical image segmentation with limited annotations" (NeurIPS 2020); the clean version of
+our notes, not the reference code's quirks (zero-padded rows, per-batch intensity draws).
+
+Stage 1, ``global`` (encoder e + head g1; folder ``stage1_global/``). A batch holds ``m``
+volumes x ``S`` partitions (S = 4 runs of consecutive slices along the slice axis, the first
+transposed axis; 3d: sub-volumes along that axis), one slice or sub-volume per partition, each
+with two augmented views (crop + intensity). With ``z = g1(mean_space(e(x)))``, s = cos/tau::
+
+    l(a, p) = -log( e^{s_ap} / (e^{s_ap} + sum_{k in neg(a)} e^{s_ak}) )
+    G^D : p in pos(a) = every other image of a's partition (any volume, any view)
+    G^D-: p in pos(a) = the other view of a's own slice only
+    neg(a) = images of another partition;  loss = mean over ordered positive pairs
+
+Stage 2, ``local`` (folder ``stage2_local/``): the encoder is frozen (``requires_grad`` off,
+run without a graph); the decoder blocks from the bottleneck up to the level ``L`` (default:
+the first level at 1/4 of the in-plane resolution; the paper: 3 of 5 blocks, 1/4) and the head
+g2 are trained. Two intensity-only views keep the geometry, so the same region of the level-L
+feature map of both views is a positive pair::
+
+    h      = g2(f_L(x))   g2: 1x1 conv, InstanceNorm, LeakyReLU, 1x1 conv
+    e_r    = W vec(h[region r])                  (R regions of 3x3(x3), Chaitanya's layout)
+    loss   = mean over ordered positive pairs of l(a, p) on region embeddings
+    L^R: positive = same region, other view; negatives = the 5 regions with the nearest
+         corners (our stand-in for the paper's hard-coded table), from both views
+    L^D: as L^R, plus the same region of same-partition images of other volumes
+
+Our choices: InstanceNorm in g2 (the U-Net's normalisation; the paper uses batch norm); both
+views augmented (the code pairs an original with one augmented copy); the epochs are split
+between the stages by ``local_epochs_fraction`` (default half/half; the paper runs 10 001
+iterations each); Adam(W) lr 1e-3 in both stages as the paper. The final checkpoint holds the
+encoder and the trained decoder blocks; heads are never transferred.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from sslunet.data.augmentation import contrastive_view_transforms
+from sslunet.data.loader import BatchStream, make_loader
+from sslunet.errors import InputError
+from sslunet.ssl.losses import (
+    GlobalDomainContrastiveLoss, LocalContrastiveLoss, extract_regions, nearest_region_table,
+    region_corners,
+)
+from sslunet.ssl.objectives.base import PretrainObjective, Stage, patch_stream, seeded
+from sslunet.ssl.objectives.registry import register_objective
+from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, pooled_embedding
+from sslunet.ssl.views import PartitionBatchLoader
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+
+
+@dataclass(frozen=True)
+class ContrastiveOptions:
+    """Hyper-parameters of both stages (names are the CLI flags without ``--``)."""
+
+    strategy: str = "GD"  # "GD" or "GD-"
+    temperature: float = 0.1
+    partitions: int = 4
+    local_epochs_fraction: float = 0.5
+    local_level: int | None = None  # decoder level, 0 = full resolution; None: 1/4 in-plane
+    local_variant: str = "LR"  # "LR" or "LD"
+    local_negatives: int = 5  # nearest regions used as negatives; 0 = all other regions
+    region_size: int = 3
+    proj_dim: int = 128
+    proj_hidden: int = 1024
+    crop_min: float = 0.5
+
+    def __post_init__(self):
+        if self.strategy not in ("GD", "GD-"):
+            raise ValueError(f"strategy must be GD or GD-, got {self.strategy!r}")
+        if self.local_variant not in ("LR", "LD"):
+            raise ValueError(f"local_variant must be LR or LD, got {self.local_variant!r}")
+        if not self.temperature > 0 or self.partitions < 1 or self.region_size < 1:
+            raise ValueError("temperature must be > 0, partitions and region_size >= 1")
+        if not 0.0 < self.local_epochs_fraction < 1.0:
+            raise ValueError(f"local_epochs_fraction must be in (0, 1), got "
+                             f"{self.local_epochs_fraction}")
+        if self.local_negatives < 0 or not 0.0 < self.crop_min <= 1.0:
+            raise ValueError("local_negatives must be >= 0 and crop_min in (0, 1]")
+
+
+def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Downsampling of every encoder stage relative to the input, per axis."""
+    out, acc = [], [1] * len(strides[0])
+    for s in strides:
+        acc = [a * b for a, b in zip(acc, s)]
+        out.append(tuple(acc))
+    return out
+
+
+def default_local_level(strides: Sequence[Sequence[int]]) -> int:
+    """First decoder level at >= 1/4 in-plane resolution (the deepest level if none is)."""
+    cum = cumulative_strides(strides)
+    deepest = len(strides) - 2
+    return next((lvl for lvl in range(deepest + 1) if max(cum[lvl][-2:]) >= 4), deepest)
+
+
+def decoder_features_at(network: nn.Module, skips: list[torch.Tensor], level: int) -> torch.Tensor:
+    """Run the decoder from the bottleneck only up to ``level`` (0 = full resolution).
+
+    Args:
+        network: a PlainConvUNet.
+        skips: the encoder outputs, highest resolution first.
+        level: the decoder level to stop at.
+
+    Returns:
+        ``(B, C_level, *skips[level].shape[2:])``, equal to ``decoder_features[level]`` of
+        ``forward_with_features``.
+    """
+    dec, x = network.decoder, skips[-1]
+    for s in range(len(skips) - 1 - level):
+        # (B, C_below, *S_below) -> up -> (B, C_skip, *S_skip); concat -> (B, 2 C_skip, *S_skip)
+        x = dec.stages[s](torch.cat((dec.transpconvs[s](x), skips[-(s + 2)]), dim=1))
+    return x
+
+
+class LocalHead(nn.Module):
+    """g2: 1x1 conv, InstanceNorm, LeakyReLU, 1x1 conv; regions flattened and projected.
+
+    Input ``(B, C, *S)``; output ``(B, R, out_dim)`` for the ``R`` regions at ``corners``.
+    """
+
+    def __init__(self, ndim: int, channels: int, region: tuple[int, ...], corners, out_dim: int):
+        super().__init__()
+        conv = _CONV[ndim]
+        self.convs = nn.Sequential(
+            conv(channels, channels, 1, bias=False), _NORM[ndim](channels, affine=True),
+            nn.LeakyReLU(0.01, inplace=True), conv(channels, channels, 1, bias=False))
+        self.region, self.corners = region, corners
+        self.proj = nn.Linear(channels * math.prod(region), out_dim, bias=False)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        regions = extract_regions(self.convs(f), self.region, self.corners)  # (B, R, C*|r|)
+        return self.proj(regions.float())  # (B, R, out_dim)
+
+
+@register_objective("contrastive")
+class ContrastiveObjective(PretrainObjective):
+    """G^D (or G^D-) on the encoder, then L^R (or L^D) on the decoder (module docstring)."""
+
+    Options = ContrastiveOptions
+    default_training = {**CONTRASTIVE_TRAINING, "epochs": 80}
+
+    def __init__(self, network, setup, options: ContrastiveOptions):
+        super().__init__(network, setup, options)
+        cfg = setup.config
+        deepest = cfg.num_stages - 2
+        level = default_local_level(cfg.pool_op_kernel_sizes) if options.local_level is None \
+            else options.local_level
+        if not 0 <= level <= deepest:
+            raise InputError(f"--local-level must be in [0, {deepest}] for configuration "
+                             f"'{cfg.name}', got {level}")
+        self.level = level
+        self.decoder_blocks = tuple(range(deepest + 1 - level))  # module indices, bottleneck up
+        down = cumulative_strides(cfg.pool_op_kernel_sizes)[level]
+        self.feature_shape = tuple(p // d for p, d in zip(cfg.patch_size, down))
+        region = tuple(min(options.region_size, n) for n in self.feature_shape)
+        corners = region_corners(self.feature_shape, region, "chaitanya")
+        self.global_projection = global_head(setup, options)
+        self.local_head = seeded(setup.seed + 2, lambda: LocalHead(
+            cfg.ndim, cfg.features_per_stage[level], region, corners, options.proj_dim))
+        k = options.local_negatives
+        table = nearest_region_table(corners, k) if 0 < k < len(corners) - 1 else None
+        self.register_buffer("negative_table", table, persistent=False)
+        self.global_loss = GlobalDomainContrastiveLoss(options.temperature, options.strategy)
+        self.local_loss = LocalContrastiveLoss(options.temperature, options.local_variant)
+
+    # ------------------------------------------------------------------ stages
+    def stages(self) -> tuple[Stage, ...]:
+        f = self.options.local_epochs_fraction
+        return (Stage("global", "stage1_global", 1.0 - f), Stage("local", "stage2_local", f))
+
+    def _decoder_modules(self) -> tuple[str, ...]:
+        return tuple(f"network.decoder.{part}.{s}" for s in self.decoder_blocks
+                     for part in ("transpconvs", "stages"))
+
+    def trainable_modules(self) -> tuple[str, ...]:
+        if self.stage == "global":
+            return ("network.encoder", "global_projection")
+        return (*self._decoder_modules(), "local_head")
+
+    def trained_modules(self) -> tuple[str, ...]:
+        if self.stage == "global":
+            return self.trainable_modules()
+        return ("network.encoder", "global_projection", *self.trainable_modules())
+
+    def transferable_prefixes(self) -> tuple[str, ...]:
+        if self.stage == "global":
+            return ("encoder.",)
+        return ("encoder.", *(m.removeprefix("network.") + "." for m in self._decoder_modules()))
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "local_level": self.level,
+                "local_feature_shape": list(self.feature_shape),
+                "local_region_size": list(self.local_head.region),
+                "num_regions": len(self.local_head.corners),
+                "trained_decoder_blocks": list(self.decoder_blocks)}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict) -> dict:
+        if self.stage == "global":
+            return {"loss": self._global(batch)}
+        return {"loss": self._local(batch)}
+
+    def _global(self, batch: dict) -> torch.Tensor:
+        views = torch.cat([batch["data_view1"], batch["data_view2"]])  # (2M, C, *patch)
+        z = pooled_embedding(self.network, self.global_projection, views)  # (2M, D)
+        m = batch["data_view1"].shape[0]
+        vol = batch["volume_ids"].long().repeat(2)  # (2M,)
+        part = batch["partition_ids"].long().repeat(2)  # (2M,)
+        view = torch.arange(2, device=z.device).repeat_interleave(m)  # (2M,) 0...0 1...1
+        return self.global_loss(z, vol, part, view)
+
+    def _local(self, batch: dict) -> torch.Tensor:
+        views = torch.cat([batch["data_view1"], batch["data_view2"]])  # (2B, C, *patch)
+        with torch.no_grad():  # frozen encoder: no graph through it
+            skips = self.network.encoder(views)
+        e1, e2 = self.local_head(decoder_features_at(self.network, skips, self.level)).chunk(2)
+        parts = batch["partition_ids"].long() if self.options.local_variant == "LD" else None
+        return self.local_loss(e1, e2, parts, self.negative_table)
+
+    # ------------------------------------------------------------------ data
+    def make_stream(self, case_ids: Sequence[str], batch_size: int, seed: int, train: bool,
+                    num_workers: int, pin: bool) -> BatchStream:
+        """Global stage and L^D: ``batch_size // S`` volumes (at least 1) x S partitions;
+        L^R: ``batch_size`` random patches. Views: crop + intensity (global), intensity only
+        (local)."""
+        opts, cfg = self.options, self.setup.config
+        local = self.stage == "local"
+        transform = contrastive_view_transforms(None if local else (opts.crop_min, 1.0))
+        if local and opts.local_variant == "LR":
+            return patch_stream(self.setup, case_ids, batch_size, seed, transform, num_workers,
+                                pin)
+        loader = PartitionBatchLoader(self.setup.folder, case_ids, tuple(cfg.patch_size),
+                                      max(1, batch_size // opts.partitions), cfg.ndim,
+                                      opts.partitions, seed)
+        return make_loader(loader, transform, num_workers, pin, seed)
