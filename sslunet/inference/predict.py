@@ -17,6 +17,10 @@ predicts the current one, and exports (resampling back, argmax, compressing the 
 worker processes (or one thread with ``num_processes=0``). Queues are bounded, worker errors
 are re-raised in the caller, and every worker is stopped before :func:`predict_folder` returns
 or raises.
+
+Finding and loading the model (:func:`find_model`, :func:`checkpoint_files`,
+:func:`load_model`, :func:`model_file_ending`) lives in :mod:`sslunet.inference.models`; the
+names are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,30 +39,27 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from sslunet.dataset.imageio import Geometry
-from sslunet.dataset.raw import SUPPORTED_ENDINGS, RawCase
-from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.dataset.raw import RawCase
 from sslunet.dataset.verify import load_checked_case
 from sslunet.errors import InputError
+# the model-side names are re-exported: callers import them from this module
+from sslunet.inference.models import (
+    CHECKPOINT_FILES, REQUIRED_KEYS, LoadedModel, checkpoint_files, find_model, finished_models,
+    load_model, model_file_ending,
+)
 from sslunet.inference.predictor import (
     export_probabilities, inference_config, network_predictor, predict_probabilities,
 )
 from sslunet.inference.sliding_window import InferenceConfig
-from sslunet.networks import build_network
 from sslunet.paths import Paths
 from sslunet.planning.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import preprocess_case
 from sslunet.preprocessing.storage import CaseProperties
-from sslunet.training.checkpoint import load_checkpoint
 from sslunet.training.runs import resolve_device
-from sslunet.utils.atomic import read_json
 
-CHECKPOINT_FILES = {"final": "checkpoint_final.pt", "best": "checkpoint_best.pt"}
-REQUIRED_KEYS = ("network_weights", "plans", "configuration", "num_input_channels",
-                 "num_classes")
 # Endings accepted when the model does not record its dataset's file ending: single-file formats.
 FALLBACK_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
 # Header+data formats cannot be renamed atomically as one file: write their single-file twin.
@@ -92,17 +93,6 @@ class InputCase:
     ending: str
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """An ensemble of folds sharing one plan and configuration, ready on its device."""
-
-    model_dir: Path
-    checkpoints: tuple[Path, ...]
-    plans: Plans
-    config: ConfigurationPlan
-    networks: tuple[nn.Module, ...]
-    device: torch.device
-
 
 @dataclass(frozen=True)
 class PredictionSummary:
@@ -110,128 +100,6 @@ class PredictionSummary:
     predicted: tuple[str, ...]
     skipped: tuple[str, ...]  # outputs already present (no ``overwrite``)
     model: LoadedModel
-
-
-# ------------------------------------------------------------------------- model selection
-def finished_models(dataset_dir: Path) -> list[Path]:
-    """Model folders under ``dataset_dir/finetune`` with at least one finished fold."""
-    return sorted(d for d in (Path(dataset_dir) / "finetune").glob("*")
-                  if d.is_dir() and any(d.glob("fold_*/checkpoint_final.pt")))
-
-
-def find_model(paths: Paths, dataset: str | None, model: Path | None) -> Path:
-    """``model`` if given, else the only finished model of ``dataset`` (else of the only
-    dataset that has one). Several candidates are an :class:`InputError` listing them."""
-    if model is not None:
-        if not Path(model).is_dir():
-            raise InputError("model folder does not exist", model)
-        return Path(model)
-    if dataset is None:
-        found = [d for d in sorted(paths.results.glob("*")) if finished_models(d)]
-        if len(found) != 1:
-            raise InputError(f"no finished model under {paths.results}/*/finetune (train one "
-                             "with sslunet_finetune, or pass -m)" if not found else
-                             "finished models exist for several datasets ("
-                             + ", ".join(d.name for d in found) + "); choose one with -d")
-        dataset_dir = found[0]
-    else:
-        dataset_dir = paths.results / resolve_dataset_name(dataset, [paths.results])
-    models = finished_models(dataset_dir)
-    if not models:
-        raise InputError("no finished model (no finetune/*/fold_*/checkpoint_final.pt; train "
-                         "one with sslunet_finetune)", dataset_dir)
-    if len(models) > 1:
-        raise InputError(f"{len(models)} finished models for {dataset_dir.name}: "
-                         + ", ".join(m.name for m in models)
-                         + f"; choose one with -m {dataset_dir / 'finetune'}/<model>")
-    return models[0]
-
-
-def checkpoint_files(model: Path, folds: Sequence[str] | None,
-                     checkpoint: str = "final") -> tuple[Path, list[Path]]:
-    """``(model folder, checkpoint file per fold)`` for a model folder or a single fold folder.
-
-    Without ``folds``, every fold folder holding the checkpoint is used.
-    """
-    name, model = CHECKPOINT_FILES[checkpoint], Path(model)
-    fold_dirs = sorted(d for d in model.glob("fold_*") if d.is_dir())
-    if not fold_dirs and (model.name.startswith("fold_") or (model / name).exists()):
-        if folds and [f"fold_{f}" for f in folds] != [model.name]:
-            raise InputError("-f cannot select other folds when -m is a single fold folder", model)
-        fold_dirs, folds = [model], [model.name[len("fold_"):]]
-        model = model.parent
-    elif not fold_dirs:
-        raise InputError("not a model folder: it has no fold_* subfolders", model)
-    elif folds is None:
-        files = [d / name for d in fold_dirs if (d / name).is_file()]
-        if not files:
-            raise InputError(f"no finished checkpoint: no fold_*/{name} (training not "
-                             "finished?)", model)
-        return model, files
-    available = ", ".join(d.name[len("fold_"):] for d in fold_dirs)
-    files = []
-    for fold in dict.fromkeys(folds):  # drop repeats, keep order
-        d = model / f"fold_{fold}"
-        if not d.is_dir():
-            raise InputError(f"fold {fold} does not exist (folds here: {available})", d)
-        if not (d / name).is_file():
-            raise InputError(f"fold {fold} has no {name} (training not finished?)", d / name)
-        files.append(d / name)
-    return model, files
-
-
-def load_model(model_dir: Path, files: Sequence[Path], device: torch.device) -> LoadedModel:
-    """Load every fold's checkpoint (weights only) and build its network on ``device``.
-
-    Raises:
-        InputError: not a segmentation checkpoint, folds that disagree on plans,
-            configuration, channels or classes, or weights that do not fit the plan.
-    """
-    networks, first, plans = [], None, None
-    for f in files:
-        ckpt = load_checkpoint(f)
-        missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-        if missing or ckpt.get("kind", "finetune") != "finetune":
-            raise InputError(f"not a fine-tuned segmentation model ({ckpt.get('kind')} "
-                             f"checkpoint{', missing ' + ', '.join(missing) if missing else ''})",
-                             f)
-        meta = (ckpt["plans"], ckpt["configuration"], int(ckpt["num_input_channels"]),
-                int(ckpt["num_classes"]))
-        if first is None:
-            first = meta
-            try:
-                plans = Plans.from_dict(meta[0])
-            except (ValueError, TypeError, KeyError, AttributeError) as e:
-                raise InputError(f"checkpoint plans cannot be read ({e})", f) from None
-            if plans.num_input_channels != meta[2]:
-                raise InputError("checkpoint channel count disagrees with its plans", f)
-        elif meta != first:
-            raise InputError(f"fold differs from {files[0]} in plans, configuration, channels "
-                             "or classes; folds of one model must match", f)
-        network = build_network(plans.configuration(meta[1]), meta[2], meta[3],
-                                deep_supervision=False)
-        try:
-            network.load_state_dict(ckpt["network_weights"])
-        except RuntimeError as e:
-            raise InputError("weights do not fit the network its plans describe "
-                             f"({str(e).splitlines()[0][:120]})", f) from None
-        networks.append(network.to(device).eval())
-    return LoadedModel(Path(model_dir), tuple(files), plans, plans.configuration(first[1]),
-                       tuple(networks), device)
-
-
-def model_file_ending(model_dir: Path, paths: Paths, dataset_name: str) -> str | None:
-    """The training images' file ending: the model folder's, else the preprocessed dataset's
-    ``dataset.json``; None when neither is there (any supported ending is accepted then)."""
-    for candidate in (Path(model_dir) / "dataset.json",
-                      paths.preprocessed / dataset_name / "dataset.json"):
-        try:
-            ending = read_json(candidate).get("file_ending")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if ending in SUPPORTED_ENDINGS:
-            return ending
-    return None
 
 
 # ------------------------------------------------------------------------- input listing
