@@ -34,9 +34,11 @@ class DemoSettings:
     tta: bool
 
 
-QUICK = DemoSettings(12, 24, 6, 16, "2",
-                     finetune=dict(epochs=12, iters_per_epoch=15, val_iters=3, batch_size=12),
-                     pretrain=dict(epochs=4, iters_per_epoch=15, batch_size=12), tta=False)
+# CPU: a narrow network (8 base features) so that six fine-tunings of 400 iterations fit in the
+# budget; from scratch the liver reaches Dice ~0.9 after a few hundred iterations.
+QUICK = DemoSettings(12, 24, 6, 8, "2",
+                     finetune=dict(epochs=20, iters_per_epoch=20, val_iters=3, batch_size=12),
+                     pretrain=dict(epochs=6, iters_per_epoch=20, batch_size=12), tta=False)
 FULL = DemoSettings(20, 40, 10, 32, "2",
                     finetune=dict(epochs=100, iters_per_epoch=100, val_iters=10),
                     pretrain=dict(epochs=100, iters_per_epoch=100), tta=True)
