@@ -1,4 +1,4 @@
-"""``sslunet_pretrain -d DATASET -l OBJECTIVE``: self-supervised pretraining of the planned U-Net."""
+"""``sslunet_pretrain -d DATASET -l OBJECTIVE``: self-supervised pretraining of the U-Net."""
 
 from __future__ import annotations
 

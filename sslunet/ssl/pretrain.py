@@ -199,7 +199,8 @@ def _run_stage(objective: PretrainObjective, stage: Stage, cfg: TrainingConfig, 
         f"pretraining {run.setup.dataset} {run.setup.config.name} with '{objective.name}' "
         f"(stage {stage.name}): {counts['train']} images, {counts['val']} held out, batch "
         f"{run.batch}, device {run.device}, {cfg.epochs} epochs x {cfg.iters_per_epoch} "
-        f"iterations, {cfg.optimizer} lr {cfg.lr:g}; trains {', '.join(objective.trainable_modules())}")
+        f"iterations, {cfg.optimizer} lr {cfg.lr:g}; trains "
+        f"{', '.join(objective.trainable_modules())}")
     return trainer.fit(resume=run.resume)
 
 

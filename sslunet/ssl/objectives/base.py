@@ -136,6 +136,11 @@ def grid_pool(features: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     return pool(features, tuple(grid)).flatten(1)  # (B, C, *grid) -> (B, C * prod(grid))
 
 
+def full_precision(t: torch.Tensor):
+    """Context without autocast: contrastive logits divided by a small temperature need fp32."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 class ProjectionHead(nn.Sequential):
     """SimCLR / Chaitanya et al.'s g1: ``Linear(C, hidden) -> ReLU -> Linear(hidden, out)``.
 

@@ -50,7 +50,9 @@ from sslunet.ssl.losses import (
     GlobalDomainContrastiveLoss, LocalContrastiveLoss, extract_regions, nearest_region_table,
     region_corners,
 )
-from sslunet.ssl.objectives.base import PretrainObjective, Stage, patch_stream, seeded
+from sslunet.ssl.objectives.base import (
+    PretrainObjective, Stage, full_precision, patch_stream, seeded,
+)
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, pooled_embedding
 from sslunet.ssl.views import PartitionBatchLoader
@@ -219,7 +221,8 @@ class ContrastiveObjective(PretrainObjective):
         vol = batch["volume_ids"].long().repeat(2)  # (2M,)
         part = batch["partition_ids"].long().repeat(2)  # (2M,)
         view = torch.arange(2, device=z.device).repeat_interleave(m)  # (2M,) 0...0 1...1
-        return self.global_loss(z, vol, part, view)
+        with full_precision(z):
+            return self.global_loss(z.float(), vol, part, view)
 
     def _local(self, batch: dict) -> torch.Tensor:
         views = torch.cat([batch["data_view1"], batch["data_view2"]])  # (2B, C, *patch)
@@ -227,7 +230,8 @@ class ContrastiveObjective(PretrainObjective):
             skips = self.network.encoder(views)
         e1, e2 = self.local_head(decoder_features_at(self.network, skips, self.level)).chunk(2)
         parts = batch["partition_ids"].long() if self.options.local_variant == "LD" else None
-        return self.local_loss(e1, e2, parts, self.negative_table)
+        with full_precision(e1):
+            return self.local_loss(e1.float(), e2.float(), parts, self.negative_table)
 
     # ------------------------------------------------------------------ data
     def make_stream(self, case_ids: Sequence[str], batch_size: int, seed: int, train: bool,

@@ -45,7 +45,9 @@ from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.preprocessing.storage import case_paths, list_cases
 from sslunet.ssl.losses import NTXentLoss, encoder_gradients, gradient_matching_loss
-from sslunet.ssl.objectives.base import PretrainObjective, parse_options, patch_stream
+from sslunet.ssl.objectives.base import (
+    PretrainObjective, full_precision, parse_options, patch_stream,
+)
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, two_view_embeddings
 from sslunet.ssl.views import ZipStream
@@ -166,7 +168,8 @@ class RefsObjective(PretrainObjective):
 
     def forward(self, batch: dict) -> dict:
         z1, z2 = two_view_embeddings(self.network, self.projection, batch)
-        l_ssl = self.ssl_loss_fn(z1, z2)
+        with full_precision(z1):
+            l_ssl = self.ssl_loss_fn(z1.float(), z2.float())
         logits = self.network(batch["ref_data"])  # (N, K, *patch)
         l_ref = self.ref_loss_fn(logits, batch["ref_seg"][:, 0].long())  # target (N, *patch)
         loss = l_ssl + self.options.lambda_ref * l_ref

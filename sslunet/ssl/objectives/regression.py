@@ -36,6 +36,7 @@ from sslunet.ssl.objectives.registry import register_objective
 
 SWAPPED_SHARE = 2 * 10 * 5 * 5 / 192**2  # Chen et al.'s setting: 20 boxes of 5x5 in 192^2
 MAX_DEFAULT_SWAPS = 256
+MAX_COVERED = 0.25  # share of the patch the swapped boxes may cover
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ class RegressionObjective(RestorationObjective):
             raise InputError(f"--swap-size needs 1 or {cfg.ndim} entries, got {size}")
         self.swap_size = tuple(int(s) for s in size)
         self.num_swaps = options.num_swaps or default_num_swaps(cfg.patch_size, self.swap_size)
+        covered = 2 * self.num_swaps * math.prod(self.swap_size) / math.prod(cfg.patch_size)
+        if any(b > p for b, p in zip(self.swap_size, cfg.patch_size)) or covered > MAX_COVERED:
+            # random placement of disjoint boxes would fail (or loop long) inside the workers
+            raise InputError(f"{self.num_swaps} pairs of {self.swap_size} boxes do not fit in "
+                             f"the {tuple(cfg.patch_size)} patch (at most {MAX_COVERED:.0%} "
+                             "covered); lower --num-swaps or --swap-size")
         self.loss_fn = ReconstructionLoss("mse")
 
     def corruption(self):

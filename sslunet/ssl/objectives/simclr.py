@@ -34,7 +34,8 @@ from sslunet.data.augmentation import contrastive_view_transforms
 from sslunet.data.loader import BatchStream
 from sslunet.ssl.losses import NTXentLoss
 from sslunet.ssl.objectives.base import (
-    ProjectionHead, PretrainObjective, grid_pool, patch_stream, pooled_grid, seeded,
+    ProjectionHead, PretrainObjective, full_precision, grid_pool, patch_stream, pooled_grid,
+    seeded,
 )
 from sslunet.ssl.objectives.registry import register_objective
 
@@ -114,7 +115,8 @@ class SimCLRObjective(PretrainObjective):
 
     def forward(self, batch: dict) -> dict:
         z1, z2 = two_view_embeddings(self.network, self.projection, batch)
-        return {"loss": self.loss_fn(z1, z2)}
+        with full_precision(z1):
+            return {"loss": self.loss_fn(z1.float(), z2.float())}
 
     def trainable_modules(self) -> tuple[str, ...]:
         return ("network.encoder", "projection")
