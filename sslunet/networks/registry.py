@@ -17,10 +17,16 @@ import torch
 from torch import nn
 
 from sslunet.errors import InputError
+from sslunet.utils.registry import ModuleRegistry
 from sslunet.planning.plans import ConfigurationPlan
 
-NETWORKS: dict[str, type[nn.Module]] = {}
+def _has_from_plan(name: str, cls: type) -> None:
+    if not callable(getattr(cls, "from_plan", None)):
+        raise TypeError(f"network '{name}': {cls.__name__} has no from_plan classmethod")
 
+
+_REGISTRY = ModuleRegistry("network", "networks", check=_has_from_plan)
+NETWORKS: dict[str, type[nn.Module]] = _REGISTRY.entries
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                nn.ConvTranspose3d)
 
@@ -30,46 +36,21 @@ T = TypeVar("T", bound=type)
 def register_network(name: str) -> Callable[[T], T]:
     """Class decorator: make a network buildable from plans under ``name``.
 
-    Args:
-        name: registry key, as stored in ``ConfigurationPlan.network``.
-
-    Returns:
-        The decorator; it returns the class unchanged.
-
     Raises:
         ValueError: ``name`` is already taken by another class.
         TypeError: the class is not an ``nn.Module`` or has no ``from_plan`` classmethod.
     """
-
-    def decorator(cls: T) -> T:
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise TypeError(f"network '{name}': {cls!r} is not an nn.Module subclass")
-        if not callable(getattr(cls, "from_plan", None)):
-            raise TypeError(f"network '{name}': {cls.__name__} has no from_plan classmethod")
-        if name in NETWORKS and NETWORKS[name] is not cls:
-            raise ValueError(f"network name '{name}' is already registered to "
-                             f"{NETWORKS[name].__name__}")
-        NETWORKS[name] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def list_networks() -> list[str]:
     """Registered network names, sorted."""
-    return sorted(NETWORKS)
+    return _REGISTRY.names()
 
 
 def get_network(name: str) -> type[nn.Module]:
-    """The network class registered under ``name``.
-
-    Raises:
-        InputError: no network has that name (the message lists the known ones).
-    """
-    if name not in NETWORKS:
-        raise InputError(f"unknown network '{name}'; known networks: "
-                         f"{', '.join(list_networks()) or '(none)'}")
-    return NETWORKS[name]
+    """The network class registered under ``name`` (InputError listing the known ones)."""
+    return _REGISTRY.get(name)
 
 
 def build_network(plan: ConfigurationPlan, num_input_channels: int, num_classes: int,

@@ -12,10 +12,15 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-from sslunet.errors import InputError
+from sslunet.utils.registry import ModuleRegistry
 
-OBJECTIVES: dict[str, type[nn.Module]] = {}
+def _set_name(name: str, cls: type) -> None:
+    cls.name = name
 
+
+_REGISTRY = ModuleRegistry("objective", "objectives", label="pretraining objective",
+                           on_register=_set_name)
+OBJECTIVES: dict[str, type[nn.Module]] = _REGISTRY.entries
 T = TypeVar("T", bound=type)
 
 
@@ -34,35 +39,14 @@ def register_objective(name: str) -> Callable[[T], T]:
     """
     if not name or not name.replace("_", "").isalnum() or name == "random":
         raise ValueError(f"objective name {name!r} must be a plain identifier other than 'random'")
-
-    def decorator(cls: T) -> T:
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise TypeError(f"objective '{name}': {cls!r} is not an nn.Module subclass")
-        if name in OBJECTIVES and OBJECTIVES[name] is not cls:
-            raise ValueError(
-                f"objective name '{name}' is already registered to {OBJECTIVES[name].__name__}"
-            )
-        cls.name = name
-        OBJECTIVES[name] = cls
-        return cls
-
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def list_objectives() -> list[str]:
     """Registered objective names, sorted."""
-    return sorted(OBJECTIVES)
+    return _REGISTRY.names()
 
 
 def get_objective(name: str) -> type[nn.Module]:
-    """The objective class registered under ``name``.
-
-    Raises:
-        InputError: no objective has that name (the message lists the known ones).
-    """
-    if name not in OBJECTIVES:
-        raise InputError(
-            f"unknown pretraining objective '{name}'; known objectives: "
-            f"{', '.join(list_objectives()) or '(none)'}"
-        )
-    return OBJECTIVES[name]
+    """The objective class registered under ``name`` (InputError listing the known ones)."""
+    return _REGISTRY.get(name)
