@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 
@@ -115,3 +116,40 @@ def test_rerun_skips_finished_work(study):
     again = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
     assert [r["test_dice_mean"] for r in again] == [r["test_dice_mean"] for r in rows]
     assert not any(math.isnan(float(r["dice_mean"])) for r in again)
+
+
+class _Killed(Exception):
+    """Stands in for a kill: the trainer stops in the middle of a run."""
+
+
+def test_killed_run_is_reported_then_continued_on_rerun(tmp_path_factory, tmp_path, monkeypatch):
+    from sslunet.training.trainer import Trainer
+
+    paths = tiny_home(tmp_path_factory, tmp_path / "home")
+    opts = StudyOptions(DATASET, "2d", inits=("random",), budgets=("1", "all"), name="k",
+                        device="cpu", evaluate_test=False,
+                        finetune_overrides=tiny_overrides(epochs=3))
+    original = Trainer._run_epoch
+
+    def dies_at_epoch_2_of_the_first_run(self, *args, **kwargs):
+        if self.epoch == 2 and "__1" in str(self.out_dir):
+            raise _Killed("simulated kill")
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_run_epoch", dies_at_epoch_2_of_the_first_run)
+        out = run_study(paths, opts)
+    rows = {r["budget"]: r for r in csv.DictReader(open(out / "study.csv"))}
+    assert rows["1"]["status"].startswith("failed") and "simulated kill" in rows["1"]["status"]
+    assert rows["all"]["status"] == "ok"  # the kill did not stop the next run
+    killed = next((paths.results / DATASET / "finetune").glob("random__2d__1*/fold_0"))
+    assert (killed / "checkpoint_latest.pt").exists()
+    finished = next((paths.results / DATASET / "finetune").glob("random__2d__all*/fold_0"))
+    stamp = (finished / "checkpoint_final.pt").stat().st_mtime_ns
+
+    run_study(paths, opts)  # the same command again
+    rows = {r["budget"]: r for r in csv.DictReader(open(out / "study.csv"))}
+    assert rows["1"]["status"] == "ok" and rows["all"]["status"] == "ok"
+    epochs = [json.loads(ln)["epoch"] for ln in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2]  # continued from the checkpoint after epoch 1, not restarted
+    assert (finished / "checkpoint_final.pt").stat().st_mtime_ns == stamp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -34,8 +35,19 @@ def predict_and_evaluate(network: torch.nn.Module, plans: Plans, config: Configu
         data, _, props = load_case(case_folder, case_id)
         logits = predict_logits([predictor], data, config, plans.num_classes, inference, device)
         export_prediction(logits, props, plans, config, out_dir / f"{case_id}{file_ending}")
-    return evaluate_folders(ref_dir, out_dir, labels=plans.labels, file_ending=file_ending,
-                            output=out_dir, reference_cases=case_ids)
+    summary = evaluate_folders(ref_dir, out_dir, labels=plans.labels, file_ending=file_ending,
+                               output=out_dir, reference_cases=case_ids, verbose=False)
+    print(f"{desc}: {dice_line(summary)} ({out_dir / 'summary.json'})", file=sys.stderr)
+    return summary
+
+
+def dice_line(summary: dict) -> str:
+    """``"N cases, Dice liver 0.912, spleen 0.801 (mean 0.857)"`` for logs."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    classes = ", ".join(f"{name} {fmt(stats['dice']['mean'])}"
+                        for name, stats in summary["per_class"].items())
+    return (f"{summary['num_cases']} cases, Dice {classes} "
+            f"(mean {fmt(summary['foreground_mean']['dice'])})")
 
 
 def validate_run(network: torch.nn.Module, plans: Plans, config: ConfigurationPlan,

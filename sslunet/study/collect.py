@@ -11,7 +11,9 @@ from pathlib import Path
 
 from sslunet.dataset.raw import load_raw_dataset
 from sslunet.paths import Paths
-from sslunet.study.metrics import convergence_epoch, markdown_table, time_to_epoch
+from sslunet.study.metrics import (
+    convergence_epoch, markdown_table, per_class_table, time_to_epoch,
+)
 from sslunet.study.plots import plot_convergence, plot_dice_vs_labels
 from sslunet.utils.atomic import atomic_path, read_json
 
@@ -133,7 +135,8 @@ def write_outputs(out: Path, rows: list[dict], opts) -> None:
           f"Dice: {'test set (imagesTs vs labelsTs)' if has_test else 'fold validation cases'}; "
           f"mean over foreground classes. Runs: {len(rows)} "
           f"({sum(r['status'] == 'ok' for r in rows)} finished).", "",
-          markdown_table(rows, list(opts.inits), budgets, metric)]
+          markdown_table(rows, list(opts.inits), budgets, metric),
+          per_class_table(rows, list(opts.inits), budgets, "test_" if has_test else "")]
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['init']} N={r['budget']} fold {r['fold']} seed "

@@ -94,3 +94,33 @@ def markdown_table(rows: list[dict], inits: list[str], budgets: list[str],
                     cells.append(f"{c:.1f}{ratio}")
             lines.append(f"| {init} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def class_names(rows: list[dict], prefix: str = "") -> list[str]:
+    """Classes with a ``{prefix}dice_<class>`` column, in first-seen order."""
+    start, names = f"{prefix}dice_", []
+    for r in rows:
+        for k in r:
+            name = k[len(start):]
+            if k.startswith(start) and name != "mean" and name not in names:
+                names.append(name)
+    return names
+
+
+def per_class_table(rows: list[dict], inits: list[str], budgets: list[str],
+                    prefix: str = "") -> str:
+    """Mean ± std Dice of every class, one row per (init, budget)."""
+    classes = class_names(rows, prefix)
+    if not classes:
+        return ""
+    stats = {c: aggregate(rows, f"{prefix}dice_{c}") for c in classes}
+    source = "test set" if prefix == "test_" else "fold validation cases"
+    lines = [f"### Dice per class ({source}; mean ± std over folds and seeds)", "",
+             "| init | N | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
+    for init in inits:
+        for b in budgets:
+            if (init, b) not in stats[classes[0]]:
+                continue
+            cells = [_fmt(*stats[c].get((init, b), (None, None, 0))[:2]) for c in classes]
+            lines.append(f"| {init} | {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

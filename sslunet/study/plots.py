@@ -23,11 +23,21 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
 
 
+def _legend_or_note(ax) -> None:
+    """A legend, or a note saying that no run has finished yet (a plot is always written)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no finished run yet", ha="center", va="center",
+                transform=ax.transAxes)
+
+
 def plot_dice_vs_labels(rows: list[dict], inits: list[str], path: Path,
                         metric: str = "dice_mean") -> None:
     """One line per init: mean ± std of ``metric`` against the number of labelled volumes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    all_ns: set[int] = set()
     for init in inits:
         by_n: dict[int, list[float]] = defaultdict(list)
         for r in rows:
@@ -36,15 +46,20 @@ def plot_dice_vs_labels(rows: list[dict], inits: list[str], path: Path,
         if not by_n:
             continue
         ns = sorted(by_n)
+        all_ns.update(ns)
         means = [mean(by_n[n]) for n in ns]
         stds = [pstdev(by_n[n]) for n in ns]
         ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=init)
     ax.set_xscale("log")
+    # ticks at the budgets themselves, as plain numbers (not 2x10^0)
+    ax.set_xticks(sorted(all_ns), [str(n) for n in sorted(all_ns)])
+    ax.minorticks_off()
     ax.set_xlabel("labelled training volumes (log scale)")
-    ax.set_ylabel(f"{metric.replace('_', ' ')}")
+    source = "test set" if metric.startswith("test_") else "validation cases"
+    ax.set_ylabel(f"Dice, mean over classes ({source})")
     ax.set_title("Label efficiency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    _legend_or_note(ax)
     _save(fig, path)
     plt.close(fig)
 
@@ -64,6 +79,6 @@ def plot_convergence(curves: dict[str, list[list[float]]], budget: str, path: Pa
     ax.set_ylabel("validation pseudo-Dice")
     ax.set_title(f"Fine-tuning convergence (N={budget})")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    _legend_or_note(ax)
     _save(fig, path)
     plt.close(fig)
