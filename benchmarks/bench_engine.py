@@ -152,6 +152,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_train_steps(trainer: Trainer, batches, warmup: int, iterations: int,
+                     device: torch.device) -> dict:
+    """Run ``warmup + iterations`` real ``train_step`` calls on batches drawn from ``batches``;
+    medians of the data and compute time of the timed ones (and the peak GPU memory)."""
+    total = warmup + iterations
+    data_s, compute_s = [], []
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for it in range(total):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t1 = time.perf_counter()
+        trainer.train_step(batch, it, total)
+        _sync(device)
+        t2 = time.perf_counter()
+        if it >= warmup:
+            data_s.append(t1 - t0)
+            compute_s.append(t2 - t1)
+    out = {"data_ms_median": 1e3 * statistics.median(data_s),
+           "compute_ms_median": 1e3 * statistics.median(compute_s),
+           "compute_ms_min": 1e3 * min(compute_s)}
+    if device.type == "cuda":
+        out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+    return out
+
+
 def bench_training(plans: Plans, config: ConfigurationPlan, folder: Path, device: torch.device,
                    args) -> dict:
     """Median data-loading and compute time of one training iteration."""
@@ -165,34 +192,17 @@ def bench_training(plans: Plans, config: ConfigurationPlan, folder: Path, device
                             cfg.deep_supervision, seed=0)
     model = SegmentationModel(network, config.batch_dice)
     factory = make_loader_factory(folder, ids, ids, config, cfg, device.type == "cuda")
-    data_s, compute_s = [], []
     with tempfile.TemporaryDirectory(prefix="bench-run-") as run_dir:
         trainer = Trainer(cfg, model, factory, Path(run_dir), device, progress=False)
         train, _, close = factory(0)
         try:
-            _sync(device)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            for it in range(total):
-                t0 = time.perf_counter()
-                batch = next(train)
-                t1 = time.perf_counter()
-                trainer.train_step(batch, it, total)
-                _sync(device)
-                t2 = time.perf_counter()
-                if it >= args.warmup:
-                    data_s.append(t1 - t0)
-                    compute_s.append(t2 - t1)
+            timed = time_train_steps(trainer, train, args.warmup, args.iterations, device)
         finally:
             close()
     out = {"patch_size": list(config.patch_size), "batch_size": cfg.batch_size or
            config.batch_size, "features_per_stage": list(config.features_per_stage),
            "iterations": args.iterations, "warmup": args.warmup,
-           "data_ms_median": 1e3 * statistics.median(data_s),
-           "compute_ms_median": 1e3 * statistics.median(compute_s),
-           "compute_ms_min": 1e3 * min(compute_s), "amp": trainer.amp_dtype is not None}
-    if device.type == "cuda":
-        out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+           **timed, "amp": trainer.amp_dtype is not None}
     return out
 
 
@@ -297,18 +307,23 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def run_and_report(run_fn, print_fn, args, default_name) -> None:
+    """Run a benchmark (``InputError`` -> one line, exit 2), print its table, write its JSON
+    to ``args.out`` or ``benchmarks/results/<default_name(device, result)>``."""
     try:
-        result = run(args)
+        result = run_fn(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print_table(result)
+    print_fn(result)
     device = result["machine"]["device"].split(":")[0]  # "cuda:0" -> "cuda"
-    out = args.out or REPO / "benchmarks" / "results" / f"engine_{device}.json"
+    out = args.out or REPO / "benchmarks" / "results" / default_name(device, result)
     write_json(out, result)
     print(f"\nresults: {out}")
+
+
+def main(argv=None) -> None:
+    run_and_report(run, print_table, parse_args(argv), lambda dev, _: f"engine_{dev}.json")
 
 
 if __name__ == "__main__":

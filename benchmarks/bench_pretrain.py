@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import (REPO, _sync, generate_and_plan, load_planned,  # noqa: E402
-                          machine_info, scaled)
+from bench_engine import (generate_and_plan, load_planned, machine_info,  # noqa: E402
+                          run_and_report, scaled, time_train_steps)
 
 from sslunet.errors import InputError  # noqa: E402
 from sslunet.paths import Paths  # noqa: E402
@@ -43,7 +41,6 @@ from sslunet.ssl.objectives import PretrainSetup, get_objective, list_objectives
 from sslunet.ssl.pretrain import SOURCES, PretrainOptions, training_config  # noqa: E402
 from sslunet.training.runs import resolve_device  # noqa: E402
 from sslunet.training.trainer import Trainer  # noqa: E402
-from sslunet.utils.atomic import write_json  # noqa: E402
 
 
 def bench_stage(objective, stage: str, setup: PretrainSetup, ids: list[str], batch_size: int,
@@ -56,32 +53,15 @@ def bench_stage(objective, stage: str, setup: PretrainSetup, ids: list[str], bat
         num_workers=0, epochs=1, iters_per_epoch=total, batch_size=batch_size,
         amp=not args.no_amp)
     stream = objective.make_stream(ids, batch_size, 0, True, 0, device.type == "cuda")
-    data_s, compute_s = [], []
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as run_dir:
         trainer = Trainer(cfg, objective, None, Path(run_dir), device, progress=False)
         try:
-            _sync(device)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            for it in range(total):
-                t0 = time.perf_counter()
-                batch = next(stream)
-                t1 = time.perf_counter()
-                trainer.train_step(batch, it, total)
-                _sync(device)
-                t2 = time.perf_counter()
-                if it >= args.warmup:
-                    data_s.append(t1 - t0)
-                    compute_s.append(t2 - t1)
+            timed = time_train_steps(trainer, stream, args.warmup, args.iterations, device)
         finally:
             stream.close()
-    step = statistics.median(data_s) + statistics.median(compute_s)
-    out = {"batch_size": batch_size, "data_ms_median": 1e3 * statistics.median(data_s),
-           "compute_ms_median": 1e3 * statistics.median(compute_s),
-           "images_per_s": batch_size / step, "amp": trainer.amp_dtype is not None}
-    if device.type == "cuda":
-        out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
-    return out
+    step_s = (timed["data_ms_median"] + timed["compute_ms_median"]) / 1e3
+    return {"batch_size": batch_size, **timed, "images_per_s": batch_size / step_s,
+            "amp": trainer.amp_dtype is not None}
 
 
 def bench_objective(name: str, setup: PretrainSetup, ids: list[str], device: torch.device,
@@ -184,18 +164,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print_table(result)
-    device = result["machine"]["device"].split(":")[0]  # "cuda:0" -> "cuda"
-    out = args.out or (REPO / "benchmarks" / "results" /
-                       f"pretrain_{device}_{result['configuration']}.json")
-    write_json(out, result)
-    print(f"\nresults: {out}")
+    run_and_report(run, print_table, parse_args(argv),
+                   lambda dev, result: f"pretrain_{dev}_{result['configuration']}.json")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs")
     p.add_argument("--iters-per-epoch", type=int, help="fine-tuning iterations per epoch")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--val-iters", type=int, help="validation iterations per epoch (the "
+                   "pseudo-Dice curve that convergence is measured on)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"],
+                   help="fine-tuning optimiser for every init (default: nnU-Net's SGD)")
+    p.add_argument("--lr", type=float,
+                   help="fine-tuning learning rate for every init (default: 1e-2 from random "
+                        "init, 1e-3 with warm-up from pretrained weights, as nnU-Net)")
+    p.add_argument("--warmup-epochs", type=int,
+                   help="fine-tuning warm-up epochs for every init (default: 5%% of the epochs "
+                        "from pretrained weights, none from random init)")
     p.add_argument("--pretrain-epochs", type=int)
     p.add_argument("--pretrain-iters-per-epoch", type=int)
     p.add_argument("--pretrain-batch-size", type=int)
@@ -51,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         paths = paths_from_env()
         name = resolve_dataset_name(args.dataset, [paths.preprocessed])
         ft = _pick(args, [("epochs", "epochs"), ("iters_per_epoch", "iters_per_epoch"),
-                          ("batch_size", "batch_size"), ("num_workers", "num_workers")])
+                          ("batch_size", "batch_size"), ("num_workers", "num_workers"),
+                          ("val_iters", "val_iters"), ("optimizer", "optimizer"), ("lr", "lr"),
+                          ("warmup_epochs", "warmup_epochs")])
         pt = _pick(args, [("pretrain_epochs", "epochs"),
                           ("pretrain_iters_per_epoch", "iters_per_epoch"),
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])

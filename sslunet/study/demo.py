@@ -40,9 +40,9 @@ class DemoSettings:
 # ~0.70 and no spleen/kidney in 500 iterations at this width; AdamW 3e-3 reaches ~0.85 / 0.74 /
 # 0.67 in the same time (benchmarks of the schedule are in the README's demo section).
 QUICK = DemoSettings(12, 24, 6, 8, "2",
-                     finetune=dict(epochs=25, iters_per_epoch=20, val_iters=6, batch_size=8,
+                     finetune=dict(epochs=25, iters_per_epoch=20, val_iters=4, batch_size=8,
                                    optimizer="adamw", lr=3e-3, warmup_epochs=0),
-                     pretrain=dict(epochs=12, iters_per_epoch=20, batch_size=12), tta=False)
+                     pretrain=dict(epochs=10, iters_per_epoch=20, batch_size=12), tta=False)
 FULL = DemoSettings(20, 40, 10, 32, "2",
                     finetune=dict(epochs=100, iters_per_epoch=100, val_iters=10),
                     pretrain=dict(epochs=100, iters_per_epoch=100), tta=True)
