@@ -36,7 +36,8 @@ def test_demo_produces_table_plots_and_overlay(tmp_path, capsys):
     assert "test_dice_mean" in capsys.readouterr().out  # the table was printed
     # a second run reuses everything (pretraining and fine-tuning are skipped)
     stamp = (out / "study.csv").stat().st_mtime_ns
-    ckpts = sorted(tmp_path.glob("results/*/finetune/*/fold_0/checkpoint_final.pt"))
+    ckpts = sorted(out.glob("finetune/*/fold_0/checkpoint_final.pt"))
+    assert len(ckpts) == 6  # 3 inits x 2 budgets, inside the study's folder
     before = [p.stat().st_mtime_ns for p in ckpts]
     run_demo(Paths.under(tmp_path), TINY, device="cpu", num_workers=0, name="tiny")
     assert [p.stat().st_mtime_ns for p in ckpts] == before

@@ -142,9 +142,9 @@ def test_killed_run_is_reported_then_continued_on_rerun(tmp_path_factory, tmp_pa
     rows = {r["budget"]: r for r in csv.DictReader(open(out / "study.csv"))}
     assert rows["1"]["status"].startswith("failed") and "simulated kill" in rows["1"]["status"]
     assert rows["all"]["status"] == "ok"  # the kill did not stop the next run
-    killed = next((paths.results / DATASET / "finetune").glob("random__2d__1*/fold_0"))
+    killed = next((out / "finetune").glob("random__2d__1*/fold_0"))
     assert (killed / "checkpoint_latest.pt").exists()
-    finished = next((paths.results / DATASET / "finetune").glob("random__2d__all*/fold_0"))
+    finished = next((out / "finetune").glob("random__2d__all*/fold_0"))
     stamp = (finished / "checkpoint_final.pt").stat().st_mtime_ns
 
     run_study(paths, opts)  # the same command again
@@ -207,3 +207,35 @@ def test_cli_unknown_dataset_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     code, _, err = _study_cli(monkeypatch, capsys, ["-d", "NoSuchSet"], tmp_path / "home")
     assert code == 2 and "Traceback" not in err
     assert [ln for ln in err.splitlines() if ln.startswith("error:")][0].count("NoSuchSet") >= 1
+
+
+def test_studies_with_other_settings_never_reuse_each_others_runs(tmp_path_factory, tmp_path):
+    paths = tiny_home(tmp_path_factory, tmp_path / "home")
+    pre = {"epochs": 1, "iters_per_epoch": 1, "val_iters": 1, "batch_size": 2, "num_workers": 0}
+    base = StudyOptions(DATASET, "2d", inits=("random", "regression"), budgets=("1",), name="a",
+                        device="cpu", evaluate_test=False, tta=False,
+                        finetune_overrides=tiny_overrides(), pretrain_overrides=pre)
+    out_a = run_study(paths, base)
+    ckpts = sorted(out_a.glob("finetune/*/fold_0/checkpoint_final.pt"))
+    assert len(ckpts) == 2
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+
+    # the same study asked for another schedule: refused per run, nothing retrained
+    import dataclasses
+    longer = tiny_overrides(epochs=3)
+    run_study(paths, dataclasses.replace(base, finetune_overrides=longer))
+    rows = list(csv.DictReader(open(out_a / "study.csv")))
+    assert all(r["status"].startswith("failed") and "other settings" in r["status"]
+               and "epochs 2 (asked 3)" in r["status"] for r in rows), rows
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps
+
+    # another study with that schedule trains its own runs and says the pretraining differs
+    out_b = run_study(paths, dataclasses.replace(base, name="b", finetune_overrides=longer,
+                                                 pretrain_overrides={**pre, "epochs": 2}))
+    rows = list(csv.DictReader(open(out_b / "study.csv")))
+    assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["epochs"] == "3" for r in rows)
+    assert all(str(out_b) in r["run_dir"] for r in rows)
+    md = (out_b / "study.md").read_text()
+    assert "regression: 1 epochs x 1 iterations" in md
+    assert "other settings: epochs 1 (asked 2)" in md
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps

@@ -122,8 +122,11 @@ def _csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out: Path, rows: list[dict], opts) -> None:
-    """``study.csv``, ``study.md``, ``dice_vs_labels.png``, ``convergence.png``, ``runs.json``."""
+def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = ()) -> None:
+    """``study.csv``, ``study.md``, ``dice_vs_labels.png``, ``convergence.png``, ``runs.json``.
+
+    ``pretrainings``: one line per pretraining the study used (listed in ``study.md``).
+    """
     with atomic_path(out / "study.csv") as tmp:
         tmp.write_text(_csv_text(rows))
     with atomic_path(out / "runs.json") as tmp:
@@ -137,6 +140,8 @@ def write_outputs(out: Path, rows: list[dict], opts) -> None:
           f"({sum(r['status'] == 'ok' for r in rows)} finished).", "",
           markdown_table(rows, list(opts.inits), budgets, metric),
           per_class_table(rows, list(opts.inits), budgets, "test_" if has_test else "")]
+    if pretrainings:
+        md += ["## Pretrainings used", ""] + [f"- {line}" for line in pretrainings] + [""]
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['init']} N={r['budget']} fold {r['fold']} seed "

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from sslunet.errors import InputError
 from sslunet.paths import Paths
 from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
 from sslunet.training.finetune import FinetuneOptions, finetune
 from sslunet.training.runs import finetune_model_dir, fold_cases, preprocessed_dir, pretrain_dir
+from sslunet.utils.atomic import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -50,19 +52,55 @@ def is_objective(init: str) -> bool:
     return init != "random" and "/" not in init and not init.endswith(".pt")
 
 
-def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> None:
-    """Run (or continue) the pretraining of ``objective`` unless it already finished."""
-    out = pretrain_dir(paths, opts.dataset, objective, opts.configuration)
-    if (out / "checkpoint_final.pt").exists():
-        _log(f"pretraining {objective}: finished earlier, reused ({out})")
-        return
-    from sslunet.ssl.pretrain import PretrainOptions, pretrain
+# TrainingConfig fields that do not change what a run learns: a finished run is reused whatever
+# they were.
+NEUTRAL_SETTINGS = ("num_workers",)
 
-    _log(f"pretraining {objective} ...")
-    pretrain(paths, PretrainOptions(dataset=opts.dataset, objective=objective,
-                                    configuration=opts.configuration, device=opts.device,
-                                    continue_training=True,
-                                    overrides=dict(opts.pretrain_overrides)))
+
+def settings_mismatch(recorded: dict, requested: dict) -> list[str]:
+    """Requested TrainingConfig fields that a recorded run was trained with differently."""
+    return [f"{k} {recorded[k]!r} (asked {v!r})" for k, v in requested.items()
+            if k not in NEUTRAL_SETTINGS and k in recorded and recorded[k] != v]
+
+
+def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
+    """Run (or continue) the pretraining of ``objective`` unless it already finished; returns
+    a line for ``study.md`` saying which pretraining the study used."""
+    out = pretrain_dir(paths, opts.dataset, objective, opts.configuration)
+    note = ""
+    if not (out / "checkpoint_final.pt").exists():
+        from sslunet.ssl.pretrain import PretrainOptions, pretrain
+
+        _log(f"pretraining {objective} -> {out}")
+        pretrain(paths, PretrainOptions(dataset=opts.dataset, objective=objective,
+                                        configuration=opts.configuration, device=opts.device,
+                                        continue_training=True,
+                                        overrides=dict(opts.pretrain_overrides)))
+    else:
+        diffs = settings_mismatch(_pretrain_config(out).get("training", {}),
+                                  opts.pretrain_overrides)
+        note = (f" (finished earlier with other settings: {', '.join(diffs)})" if diffs
+                else " (finished earlier, reused)")
+        _log(f"pretraining {objective}: reused {out}{note}" + (
+            "; delete that folder to pretrain with this study's settings" if diffs else ""))
+    cfg = _pretrain_config(out)
+    t = cfg.get("training", {})
+    what = (f"{t['epochs']} epochs x {t['iters_per_epoch']} iterations, batch "
+            f"{cfg.get('batch_size')}, {t['optimizer']} lr {t['lr']:g}") if t else "settings unknown"
+    return f"{objective}: {what}{note} ({out})"
+
+
+def _pretrain_config(out: Path) -> dict:
+    path = out / "pretrain_config.json"
+    return read_json(path) if path.exists() else {}
+
+
+def study_model_dir(paths: Paths, opts: StudyOptions, init: str, budget: str, seed: int) -> Path:
+    """The study's own copy of a fine-tuning's model folder: studies with other schedules on
+    the same dataset never share (or silently reuse) each other's runs."""
+    tag = finetune_model_dir(paths, opts.dataset, init, opts.configuration, _budget_n(budget),
+                             seed).name
+    return paths.results / opts.dataset / "study" / opts.study_name / "finetune" / tag
 
 
 def _budget_n(budget: str) -> int | None:
@@ -71,10 +109,19 @@ def _budget_n(budget: str) -> int | None:
 
 def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold: str,
                   seed: int) -> Path:
+    model_dir = study_model_dir(paths, opts, init, budget, seed)
+    recorded = model_dir / f"fold_{fold}" / "run_config.json"
+    if recorded.exists():
+        diffs = settings_mismatch(read_json(recorded)["training"], opts.finetune_overrides)
+        if diffs:
+            raise InputError(f"this study's run was trained with other settings "
+                             f"({', '.join(diffs)}); use another --name, or delete the "
+                             f"folder to retrain", recorded.parent)
     fold_v = "all" if fold == "all" else int(fold)
     fo = FinetuneOptions(opts.dataset, opts.configuration, fold_v, init, _budget_n(budget),
                          seed, opts.device, continue_training=True, validate=True,
-                         tta=opts.tta, overrides=dict(opts.finetune_overrides))
+                         tta=opts.tta, overrides=dict(opts.finetune_overrides),
+                         model_dir=str(model_dir))
     return finetune(paths, fo)
 
 
@@ -85,12 +132,13 @@ def run_study(paths: Paths, opts: StudyOptions,
     pre = preprocessed_dir(paths, opts.dataset)
     out = paths.results / opts.dataset / "study" / opts.study_name
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study_options.json").write_text(json.dumps(opts.__dict__, indent=2, default=str))
+    write_json(out / "study_options.json", json.loads(json.dumps(opts.__dict__, default=str)))
     failed_pretraining: dict[str, str] = {}
+    pretrainings: list[str] = []
     for init in opts.inits:
         if is_objective(init):
             try:
-                ensure_pretrained(paths, opts, init)
+                pretrainings.append(ensure_pretrained(paths, opts, init))
             except Exception as e:  # noqa: BLE001 - reported, the rest continues
                 failed_pretraining[init] = _short(e)
                 _log(f"pretraining {init} FAILED: {failed_pretraining[init]}")
@@ -100,7 +148,9 @@ def run_study(paths: Paths, opts: StudyOptions,
     grid = [(i, b, f, s) for i in opts.inits for b in opts.budgets for f in opts.folds
             for s in opts.seeds]
     for k, (init, budget, fold, seed) in enumerate(grid, 1):
-        _log(f"run {k}/{len(grid)}: init {init}, N={budget}, fold {fold}, seed {seed}")
+        planned_dir = study_model_dir(paths, opts, init, budget, seed) / f"fold_{fold}"
+        _log(f"run {k}/{len(grid)}: init {init}, N={budget}, fold {fold}, seed {seed} -> "
+             f"{planned_dir}")
         n_all = len(fold_cases(pre, "all" if fold == "all" else int(fold))[0])
         if init in failed_pretraining:
             rows.append(run_row(init, budget, fold, seed, n_all, None,
@@ -111,11 +161,10 @@ def run_study(paths: Paths, opts: StudyOptions,
             run_dir = finetune_fn(paths, opts, init, budget, fold, seed)
             rows.append(collect_run(opts, pre, init, budget, fold, seed, n_all, run_dir, test))
         except Exception as e:  # noqa: BLE001 - a failing run must not stop the others
-            run_dir = finetune_model_dir(paths, opts.dataset, init, opts.configuration,
-                                         _budget_n(budget), seed) / f"fold_{fold}"
-            _log(f"run FAILED after {time.time() - t0:.0f} s: {_short(e)} (folder {run_dir})")
+            _log(f"run FAILED after {time.time() - t0:.0f} s: {_short(e)} (folder "
+                 f"{planned_dir})")
             rows.append(run_row(init, budget, fold, seed, n_all, None, f"failed: {_short(e)}"))
-    write_outputs(out, rows, opts)
+    write_outputs(out, rows, opts, pretrainings)
     _log(f"study outputs: {out}")
     return out
 

@@ -44,6 +44,9 @@ class FinetuneOptions:
     validate: bool = True  # full sliding-window validation in original geometry at the end
     tta: bool = True  # mirroring test-time augmentation in that validation
     overrides: dict = field(default_factory=dict)  # TrainingConfig fields from the CLI
+    # the model folder (holding fold_K/); default results/<dataset>/finetune/<init>__<config>__
+    # <N|all>[__seedS]. Studies keep their runs in their own folder through this.
+    model_dir: str | None = None
 
 
 def resolve_init(paths: Paths, opts: FinetuneOptions) -> Path | None:
@@ -110,8 +113,8 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     pre = preprocessed_dir(paths, opts.dataset)
     train_ids, val_ids = fold_cases(pre, opts.fold)
     labeled = choose_labeled(train_ids, opts.num_labeled, opts.seed)
-    model_dir = finetune_model_dir(paths, opts.dataset, opts.init, opts.configuration,
-                                   opts.num_labeled, opts.seed)
+    model_dir = Path(opts.model_dir) if opts.model_dir else finetune_model_dir(
+        paths, opts.dataset, opts.init, opts.configuration, opts.num_labeled, opts.seed)
     run_dir = model_dir / f"fold_{opts.fold}"
     if run_dir.joinpath("checkpoint_final.pt").exists() and opts.continue_training:
         print(f"{run_dir} already finished; nothing to do", file=sys.stderr)
