@@ -32,6 +32,9 @@ class DemoSettings:
     finetune: dict
     pretrain: dict
     tta: bool
+    # the demo's own synthetic dataset (never a user's Dataset001_Liver, never re-planned)
+    dataset_id: int = 900
+    dataset_name: str = "LiverDemo"
 
 
 # CPU: a narrow network (8 base features) so that six fine-tunings of 500 iterations fit in the
@@ -45,7 +48,8 @@ QUICK = DemoSettings(12, 24, 6, 8, "2",
                      pretrain=dict(epochs=10, iters_per_epoch=20, batch_size=12), tta=False)
 FULL = DemoSettings(20, 40, 10, 32, "2",
                     finetune=dict(epochs=100, iters_per_epoch=100, val_iters=10),
-                    pretrain=dict(epochs=100, iters_per_epoch=100), tta=True)
+                    pretrain=dict(epochs=100, iters_per_epoch=100), tta=True,
+                    dataset_id=901, dataset_name="LiverDemoFull")
 INITS = ("random", "regression", "contrastive")
 
 
@@ -58,7 +62,8 @@ def run_demo(paths: Paths, settings: DemoSettings = QUICK, device: str = "auto",
     """Run the demo; returns the study folder (table, plots, ``overlay.png``)."""
     s = settings
     cfg = SynthConfig(num_labeled=s.num_labeled, num_unlabeled=s.num_unlabeled,
-                      num_test=s.num_test, seed=seed)
+                      num_test=s.num_test, seed=seed, dataset_id=s.dataset_id,
+                      dataset_name=s.dataset_name)
     raw = paths.raw / cfg.folder_name
     if (raw / "dataset.json").exists():
         _log(f"using the existing synthetic dataset {raw}")
