@@ -173,3 +173,17 @@ def sitk_image_writer() -> Callable[..., Path]:
 def oblique() -> Callable[..., tuple[float, ...]]:
     """The :func:`oblique_direction` function."""
     return oblique_direction
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-tensor tests: extra OpenMP threads only add
+    contention on a busy 2-core runner (several x slower). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

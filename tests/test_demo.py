@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-import torch
 
 from sslunet.paths import Paths
 from sslunet.study.demo import DemoSettings, run_demo
@@ -16,12 +15,7 @@ TINY = DemoSettings(num_labeled=4, num_unlabeled=3, num_test=2, base_features=4,
                     pretrain=dict(epochs=2, iters_per_epoch=1, batch_size=4), tta=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_demo_produces_table_plots_and_overlay(tmp_path, capsys):

@@ -26,12 +26,7 @@ ENV_VARS = ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS", "WORLD_SIZ
             "LOCAL_RANK")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _text(out) -> str:

@@ -25,12 +25,7 @@ def tiny(tmp_path_factory):
     return build_tiny_dataset(tmp_path_factory.mktemp("objectives"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def first_batch(objective, batch_size: int = 4, seed: int = 0) -> dict:

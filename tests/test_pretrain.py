@@ -105,13 +105,7 @@ def run_pretrain(paths: Paths, plans: Plans, objective: str, config: str, **over
                                            objective_options=options, overrides=ov))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP stalls on a busy machine (several x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from sslunet.study.metrics import aggregate, convergence_epoch, markdown_table, 
 from sslunet.study.run import StudyOptions, run_study
 from sslunet.utils.atomic import read_json
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.mark.parametrize("curve, expected", [
     ([0.0, 0.5, 0.9, 1.0, 0.98], 3),        # 0.95 x 1.0 first reached at epoch 3

@@ -7,7 +7,7 @@ interrupted one is continued, a failed one is reported in the table and the othe
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 import time
 import traceback
@@ -67,8 +67,8 @@ def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
     """Run (or continue) the pretraining of ``objective`` unless it already finished; returns
     a line for ``study.md`` saying which pretraining the study used."""
     out = pretrain_dir(paths, opts.dataset, objective, opts.configuration)
-    note = ""
-    if not (out / "checkpoint_final.pt").exists():
+    reused = (out / "checkpoint_final.pt").exists()
+    if not reused:
         from sslunet.ssl.pretrain import PretrainOptions, pretrain
 
         _log(f"pretraining {objective} -> {out}")
@@ -76,15 +76,15 @@ def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
                                         configuration=opts.configuration, device=opts.device,
                                         continue_training=True,
                                         overrides=dict(opts.pretrain_overrides)))
-    else:
-        diffs = settings_mismatch(_pretrain_config(out).get("training", {}),
-                                  opts.pretrain_overrides)
+    cfg = _pretrain_config(out)
+    t = cfg.get("training", {})
+    note = ""
+    if reused:
+        diffs = settings_mismatch(t, opts.pretrain_overrides)
         note = (f" (finished earlier with other settings: {', '.join(diffs)})" if diffs
                 else " (finished earlier, reused)")
         _log(f"pretraining {objective}: reused {out}{note}" + (
             "; delete that folder to pretrain with this study's settings" if diffs else ""))
-    cfg = _pretrain_config(out)
-    t = cfg.get("training", {})
     what = (f"{t['epochs']} epochs x {t['iters_per_epoch']} iterations, batch "
             f"{cfg.get('batch_size')}, {t['optimizer']} lr {t['lr']:g}") if t else "settings unknown"
     return f"{objective}: {what}{note} ({out})"
@@ -100,7 +100,12 @@ def study_model_dir(paths: Paths, opts: StudyOptions, init: str, budget: str, se
     the same dataset never share (or silently reuse) each other's runs."""
     tag = finetune_model_dir(paths, opts.dataset, init, opts.configuration, _budget_n(budget),
                              seed).name
-    return paths.results / opts.dataset / "study" / opts.study_name / "finetune" / tag
+    return study_dir(paths, opts) / "finetune" / tag
+
+
+def study_dir(paths: Paths, opts: StudyOptions) -> Path:
+    """``SSLUNET_RESULTS/<dataset>/study/<name>/``."""
+    return paths.results / opts.dataset / "study" / opts.study_name
 
 
 def _budget_n(budget: str) -> int | None:
@@ -130,9 +135,9 @@ def run_study(paths: Paths, opts: StudyOptions,
     """Run the whole study; returns ``SSLUNET_RESULTS/<dataset>/study/<name>/``."""
     finetune_fn = finetune_fn or _finetune_one
     pre = preprocessed_dir(paths, opts.dataset)
-    out = paths.results / opts.dataset / "study" / opts.study_name
+    out = study_dir(paths, opts)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "study_options.json", json.loads(json.dumps(opts.__dict__, default=str)))
+    write_json(out / "study_options.json", dataclasses.asdict(opts))
     failed_pretraining: dict[str, str] = {}
     pretrainings: list[str] = []
     for init in opts.inits:
