@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sslunet.data.augmentation import unmirror
 from sslunet.errors import InputError
 from sslunet.preprocessing.storage import CaseProperties, list_cases, save_case
 from sslunet.ssl.objectives import get_objective, list_objectives, register_objective
@@ -189,9 +190,15 @@ def test_local_views_share_geometry(tiny):
     obj.set_stage("local")
     batch = first_batch(obj)
     v1, v2 = batch["data_view1"], batch["data_view2"]
-    # intensity-only views: same anatomy, so the views stay strongly correlated voxel-wise
+    assert "view2_flips" in batch  # default: view 2 mirrored, the flips recorded
+    v2 = unmirror(v2, batch["view2_flips"], 2)
+    # once mapped back: same anatomy, so the views stay strongly correlated voxel-wise
     for a, b in zip(v1, v2):
         assert np.corrcoef(a.flatten(), b.flatten())[0, 1] > 0.8
+    paper = get_objective("contrastive").create(make_setup(paths, plans, "2d"),
+                                                {"local_views": "intensity"})
+    paper.set_stage("local")
+    assert "view2_flips" not in first_batch(paper)
     assert obj.transferable_prefixes() == ("encoder.", "decoder.transpconvs.0.",
                                            "decoder.stages.0.")
 

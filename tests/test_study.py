@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -40,17 +41,23 @@ def test_convergence_fraction_and_time():
 
 def test_table_reports_mean_std_gain_and_speedup():
     rows = [
-        {"init": "random", "budget": "1", "status": "ok", "dice_mean": 0.5, "convergence_epoch": 9},
-        {"init": "random", "budget": "1", "status": "ok", "dice_mean": 0.7, "convergence_epoch": 9},
-        {"init": "simclr", "budget": "1", "status": "ok", "dice_mean": 0.8, "convergence_epoch": 4},
-        {"init": "simclr", "budget": "1", "status": "failed: x", "dice_mean": None},
+        {"init": "random", "budget": "1", "fold": "0", "seed": 0, "status": "ok",
+         "dice_mean": 0.5, "convergence_epoch": 9},
+        {"init": "random", "budget": "1", "fold": "0", "seed": 1, "status": "ok",
+         "dice_mean": 0.7, "convergence_epoch": 9},
+        {"init": "simclr", "budget": "1", "fold": "0", "seed": 0, "status": "ok",
+         "dice_mean": 0.8, "convergence_epoch": 4},
+        {"init": "simclr", "budget": "1", "fold": "0", "seed": 1, "status": "failed: x",
+         "dice_mean": None},
     ]
     agg = aggregate(rows)
     assert agg[("random", "1")] == pytest.approx((0.6, 0.1, 2))
     assert agg[("simclr", "1")][2] == 1  # the failed run is not averaged
     md = markdown_table(rows, ["random", "simclr"], ["1"])
-    assert "0.600 ± 0.100" in md and "+0.200" in md
-    assert "(2.00x)" in md  # (9+1)/(4+1): epochs counted from 1
+    assert "| random | 0.600 ± 0.100 (n=2) |" in md
+    assert "| simclr | 0.800 (n=1) |" in md  # one run: no spread shown
+    assert "| simclr | +0.300 (1/1 > 0) |" in md  # paired with seed 0 only: 0.8 - 0.5
+    assert "| simclr | 2.00x (n=1) |" in md  # (9+1)/(4+1): epochs counted from 1
 
 
 def _add_test_cases(paths):
@@ -92,19 +99,22 @@ def test_failing_runs_do_not_stop_the_others(study):
 
 
 def test_csv_and_table_agree_with_run_summaries(study):
-    _, _, out = study
+    paths, _, out = study
     rows = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
     md = (out / "study.md").read_text()
     for r in rows:
-        val = read_json(f"{r['run_dir']}/validation/summary.json")
+        run_dir = paths.results / r["run_dir"]  # study.csv paths are relative to the results
+        assert not Path(r["run_dir"]).is_absolute()
+        val = read_json(run_dir / "validation" / "summary.json")
         assert float(r["dice_mean"]) == pytest.approx(val["foreground_mean"]["dice"]["mean"]
                                                       if isinstance(val["foreground_mean"]["dice"], dict)
                                                       else val["foreground_mean"]["dice"])
-        test = read_json(f"{r['run_dir']}/test/summary.json")
+        test = read_json(run_dir / "test" / "summary.json")
         assert test["num_cases"] == 2
-        shown = f"{float(r['test_dice_mean']):.3f} ± 0.000"  # one seed, one fold: std 0
+        shown = f"{float(r['test_dice_mean']):.3f} (n=1)"  # one seed, one fold: no spread
         assert shown in md
         assert int(r["n_labeled"]) == (1 if r["budget"] == "1" else 4)
+    assert "± 0.000" not in md and str(paths.results) not in md
 
 
 def test_rerun_skips_finished_work(study):
@@ -236,7 +246,8 @@ def test_studies_with_other_settings_never_reuse_each_others_runs(tmp_path_facto
                                                  pretrain_overrides={**pre, "epochs": 2}))
     rows = list(csv.DictReader(open(out_b / "study.csv")))
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["epochs"] == "3" for r in rows)
-    assert all(str(out_b) in r["run_dir"] for r in rows)
+    assert all((paths.results / r["run_dir"]).is_relative_to(out_b)
+               and not Path(r["run_dir"]).is_absolute() for r in rows)
     md = (out_b / "study.md").read_text()
     assert "regression: 1 epochs x 1 iterations" in md
     assert "other settings: epochs 1 (asked 2)" in md

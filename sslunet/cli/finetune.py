@@ -29,10 +29,20 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="resume an interrupted run from its latest checkpoint")
 
 
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """Fine-tuning recipe flags (finetune and study); see sslunet/training/param_groups.py."""
+    g = p.add_argument_group("fine-tuning recipe for pretrained weights")
+    g.add_argument("--freeze-encoder-epochs", type=int,
+                   help="keep the encoder frozen for the first N epochs (decoder and heads "
+                        "learn first), then train everything")
+    g.add_argument("--pretrained-lr-scale", type=float,
+                   help="learning-rate multiplier for the tensors loaded from the checkpoint")
+
+
 def training_overrides(args) -> dict:
     keys = ("epochs", "iters_per_epoch", "val_iters", "batch_size", "lr", "warmup_epochs",
-            "optimizer", "num_workers")
-    out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+            "optimizer", "num_workers", "freeze_encoder_epochs", "pretrained_lr_scale")
+    out = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
     if args.no_amp:
         out["amp"] = False
     return out
@@ -56,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-tta", action="store_true",
                    help="no mirroring test-time augmentation in the final validation")
     add_training_args(p)
+    add_recipe_args(p)
     return p
 
 

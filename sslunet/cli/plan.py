@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Smaller values give much faster networks for CPU work")
     p.add_argument("--max-features", type=int,
                    help="cap on feature maps per stage (default 320 in 3D, 512 in 2D)")
+    p.add_argument("--target-spacing", type=float, nargs=3, metavar=("S0", "S1", "S2"),
+                   help="full-resolution spacing in mm, slice axis first as the plan prints it "
+                        "(default: derived as nnU-Net does); coarser spacing = faster training")
     p.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes")
     p.add_argument("--overwrite", action="store_true",
                    help="re-plan (replacing plans.json and splits.json) and redo every case")
@@ -40,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.target_spacing and not all(0.01 <= v <= 100 for v in args.target_spacing):
+        parser.error("--target-spacing values must be between 0.01 and 100 mm")  # exit 2
 
     def go():
         paths = paths_from_env()
@@ -48,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         opts = PlanOptions(tuple(args.configurations), args.gpu_memory_gb,
                            max(1, args.num_processes), args.overwrite, args.verify_only,
                            not args.no_preprocess, args.include_test,
-                           base_features=args.base_features, max_features=args.max_features)
+                           base_features=args.base_features, max_features=args.max_features,
+                           target_spacing=args.target_spacing and tuple(args.target_spacing))
         plan_and_preprocess(raw, paths.preprocessed, opts)
 
     run(go)

@@ -42,6 +42,10 @@ OBJECTIVE_FLAGS = {
                                               help="contrastive local loss (LR)")),
     "local_negatives": ("--local-negatives", dict(type=int, help="contrastive: nearest regions "
                                                                  "as negatives, 0 = all (5)")),
+    "local_views": ("--local-views", dict(choices=["mirror", "intensity"],
+                                          help="contrastive local stage: view 2 also mirrored, "
+                                               "features mapped back (mirror, default), or "
+                                               "intensity-only views as the paper")),
     "region_size": ("--region-size", dict(type=int, help="contrastive: local region edge (3)")),
     "reference": ("--reference", dict(help="refs: 'self' or another planned dataset (self)")),
     "ssl_loss": ("--ssl-loss", dict(choices=list(SSL_LOSSES), help="refs: SSL loss (simclr)")),

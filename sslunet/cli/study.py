@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=int,
                    help="fine-tuning warm-up epochs for every init (default: 5%% of the epochs "
                         "from pretrained weights, none from random init)")
+    p.add_argument("--freeze-encoder-epochs", type=int,
+                   help="pretrained inits: encoder frozen for the first N fine-tuning epochs")
+    p.add_argument("--pretrained-lr-scale", type=float,
+                   help="pretrained inits: learning-rate multiplier for the loaded tensors")
     p.add_argument("--pretrain-epochs", type=int)
     p.add_argument("--pretrain-iters-per-epoch", type=int)
     p.add_argument("--pretrain-batch-size", type=int)
@@ -63,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         ft = _pick(args, [("epochs", "epochs"), ("iters_per_epoch", "iters_per_epoch"),
                           ("batch_size", "batch_size"), ("num_workers", "num_workers"),
                           ("val_iters", "val_iters"), ("optimizer", "optimizer"), ("lr", "lr"),
-                          ("warmup_epochs", "warmup_epochs")])
+                          ("warmup_epochs", "warmup_epochs"),
+                          ("freeze_encoder_epochs", "freeze_encoder_epochs"),
+                          ("pretrained_lr_scale", "pretrained_lr_scale")])
         pt = _pick(args, [("pretrain_epochs", "epochs"),
                           ("pretrain_iters_per_epoch", "iters_per_epoch"),
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])

@@ -338,6 +338,7 @@ def make_two_views(
     crop_fraction: tuple[float, float] | None = (0.5, 1.0),
     crop_axes: Sequence[int] | None = None,
     intensity: AbstractTransform | None = None,
+    mirror_view2: bool = False,
 ) -> dict:
     """Two independently augmented views of each patch (SimCLR-style global views).
 
@@ -352,6 +353,9 @@ def make_two_views(
         crop_fraction: (min, max) fraction per cropped axis; None = no crop (same geometry).
         crop_axes: Spatial axes to crop; None = the last two.
         intensity: Intensity transform applied to each view; None = view_intensity_transforms().
+        mirror_view2: also mirror view 2 along each of ``crop_axes`` with p 0.5 (per image and
+            axis), recorded as ``view2_flips`` (B, len(crop_axes)) uint8 so a local loss can map
+            view 2's feature maps back onto view 1's (see :func:`unmirror`).
 
     Returns:
         The dict with ``data_view1`` and ``data_view2``, float32 (B, C, *patch) each.
@@ -368,6 +372,35 @@ def make_two_views(
         state = np.random.RandomState(int(rng.integers(2**31 - 1)))
         with global_rng_scope(state):
             out[name] = intensity(data=view)["data"].astype(np.float32, copy=False)
+    if mirror_view2:
+        flips = (rng.random((data.shape[0], len(crop_axes))) < 0.5).astype(np.uint8)
+        view2 = out["data_view2"]
+        for b in range(data.shape[0]):
+            axes = tuple(a + 1 for a, f in zip(crop_axes, flips[b]) if f)  # sample (C, *patch)
+            if axes:
+                view2[b] = np.flip(view2[b], axes)
+        out["view2_flips"] = flips
+    return out
+
+
+def unmirror(features, flips, num_axes: int):
+    """Undo :func:`make_two_views`' mirroring on view 2's feature maps.
+
+    Args:
+        features: torch tensor (B, C, *S) computed from ``data_view2``.
+        flips: (B, num_axes) 0/1, ``view2_flips`` of the batch.
+        num_axes: how many trailing spatial axes were mirror candidates (``len(crop_axes)``).
+
+    Returns:
+        (B, C, *S): location x then shows the anatomy at location x of view 1 (up to the
+        network's sub-pixel grid offset at that resolution).
+    """
+    out = features.clone()
+    first = features.ndim - num_axes
+    for b in range(features.shape[0]):
+        dims = [first + i for i in range(num_axes) if int(flips[b, i])]
+        if dims:
+            out[b] = features[b].flip([d - 1 for d in dims])  # features[b] is (C, *S)
     return out
 
 
@@ -393,21 +426,26 @@ class TwoViewTransform(AbstractTransform):
         self,
         crop_fraction: tuple[float, float] | None = (0.5, 1.0),
         crop_axes: Sequence[int] | None = None,
+        mirror_view2: bool = False,
     ):
         self.crop_fraction = crop_fraction
         self.crop_axes = crop_axes
+        self.mirror_view2 = mirror_view2
         self.intensity = view_intensity_transforms()
 
     def __call__(self, **data_dict):
         rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
-        return make_two_views(data_dict, rng, self.crop_fraction, self.crop_axes, self.intensity)
+        return make_two_views(data_dict, rng, self.crop_fraction, self.crop_axes, self.intensity,
+                              self.mirror_view2)
 
 
 def contrastive_view_transforms(
-    crop_fraction: tuple[float, float] | None = (0.5, 1.0), crop_axes: Sequence[int] | None = None
+    crop_fraction: tuple[float, float] | None = (0.5, 1.0), crop_axes: Sequence[int] | None = None,
+    mirror_view2: bool = False,
 ) -> Compose:
     """Two views per patch as torch tensors ``data_view1``/``data_view2`` (B, C, *patch).
 
-    ``crop_fraction=None`` gives intensity-only views (same geometry) for local losses.
+    ``crop_fraction=None`` gives views with the same geometry for local losses; with
+    ``mirror_view2`` view 2 is also mirrored (recorded in ``view2_flips``).
     """
-    return Compose([TwoViewTransform(crop_fraction, crop_axes), NumpyToTensor()])
+    return Compose([TwoViewTransform(crop_fraction, crop_axes, mirror_view2), NumpyToTensor()])

@@ -28,6 +28,7 @@ class PlanOptions:
     progress: bool = True
     base_features: int = 32
     max_features: int | None = None
+    target_spacing: tuple[float, ...] | None = None  # plans' axis order; None: derived
 
 
 def _log(msg: str) -> None:
@@ -51,7 +52,7 @@ def describe_plans(plans: Plans) -> str:
 def _resolve_plans(fp: Fingerprint, out: Path, opts: PlanOptions) -> Plans:
     """Reuse an existing plans.json (hand edits are respected) unless ``overwrite``."""
     fresh = plan_experiment(fp, opts.gpu_memory_gb, opts.configurations, opts.base_features,
-                            opts.max_features)
+                            opts.max_features, opts.target_spacing)
     path = out / "plans.json"
     if path.exists() and not opts.overwrite:
         existing = Plans.load(path)

@@ -155,8 +155,15 @@ def _plan_lowres(full: ConfigurationPlan, median_shape, args) -> ConfigurationPl
 
 def plan_experiment(fp: Fingerprint, gpu_memory_gb: float = 8.0,
                     configurations: tuple[str, ...] = ("2d", "3d_fullres", "3d_lowres"),
-                    base_features: int = 32, max_features: int | None = None) -> Plans:
-    """Derive the plans for ``fp`` (3d_lowres only where its rule triggers)."""
+                    base_features: int = 32, max_features: int | None = None,
+                    target_spacing: tuple[float, ...] | None = None) -> Plans:
+    """Derive the plans for ``fp`` (3d_lowres only where its rule triggers).
+
+    ``target_spacing`` (nnU-Net's ``overwrite_target_spacing``) replaces the derived full-
+    resolution spacing, given in the plans' axis order (slice axis first, as printed); the
+    transpose is still derived from the data. Coarser spacings give smaller images: the usual
+    way to make a dataset fit a CPU or a small GPU.
+    """
     labelled = [c for c in fp.cases if c.source == "imagesTr"] or list(fp.cases)
     spacings = np.array([c.spacing for c in fp.cases], dtype=np.float64)
     shapes = np.array([c.shape_after_crop for c in fp.cases], dtype=np.float64)
@@ -166,6 +173,8 @@ def plan_experiment(fp: Fingerprint, gpu_memory_gb: float = 8.0,
     fwd = tuple([worst] + [a for a in range(3) if a != worst])
     bwd = tuple(int(i) for i in np.argsort(fwd))
     t_spacing = target[list(fwd)]
+    if target_spacing is not None:
+        t_spacing = np.asarray(target_spacing, dtype=np.float64)
     t_spacings, t_shapes = spacings[:, list(fwd)], shapes[:, list(fwd)]
     median_shape = _median_shape_at(t_spacing, t_spacings, t_shapes)
     n_vox = float(np.prod(median_shape)) * len(labelled)

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +111,27 @@ def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
     return row
 
 
-def _csv_text(rows: list[dict]) -> str:
+def relative_text(text: str, root: Path | None) -> str:
+    """``text`` with every path under ``root`` written relative to ``root``."""
+    if root is None:
+        return text
+    for prefix in dict.fromkeys((str(root), str(Path(root).resolve()))):
+        # a whole path only: not "/x<root>/..." nor "<root>2/..."
+        text = re.sub(r"(?<![\w.~/-])" + re.escape(prefix.rstrip(os.sep) + os.sep), "", text)
+    return text
+
+
+def relative_path(path: str, root: Path | None) -> str:
+    """``path`` relative to ``root`` when it lies under it, else unchanged."""
+    if root is None or not path:
+        return path
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return relative_text(path, root)
+
+
+def _csv_text(rows: list[dict], root: Path | None = None) -> str:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys and k != "pseudo_dice_curve"]
@@ -117,18 +139,28 @@ def _csv_text(rows: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-                    for k, v in r.items()})
+        w.writerow({k: _csv_value(k, v, root) for k, v in r.items()})
     return buf.getvalue()
 
 
-def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = ()) -> None:
+def _csv_value(key: str, v, root: Path | None):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if key == "run_dir":
+        return relative_path(str(v), root)
+    return relative_text(v, root) if isinstance(v, str) else v
+
+
+def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (),
+                  results_root: Path | None = None) -> None:
     """``study.csv``, ``study.md``, ``dice_vs_labels.png``, ``convergence.png``, ``runs.json``.
 
     ``pretrainings``: one line per pretraining the study used (listed in ``study.md``).
+    ``results_root``: paths under it are written relative to it in ``study.md`` and
+    ``study.csv`` (``runs.json`` keeps the absolute ``run_dir``).
     """
     with atomic_path(out / "study.csv") as tmp:
-        tmp.write_text(_csv_text(rows))
+        tmp.write_text(_csv_text(rows, results_root))
     with atomic_path(out / "runs.json") as tmp:
         tmp.write_text(json.dumps(rows, indent=1, default=str))
     has_test = any(r.get("test_dice_mean") is not None for r in rows)
@@ -137,7 +169,9 @@ def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (
     md = [f"# Study {opts.study_name}: {opts.dataset}, {opts.configuration}", "",
           f"Dice: {'test set (imagesTs vs labelsTs)' if has_test else 'fold validation cases'}; "
           f"mean over foreground classes. Runs: {len(rows)} "
-          f"({sum(r['status'] == 'ok' for r in rows)} finished).", "",
+          f"({sum(r['status'] == 'ok' for r in rows)} finished)."
+          + (" Paths are relative to the results folder (SSLUNET_RESULTS)." if results_root
+             else ""), "",
           markdown_table(rows, list(opts.inits), budgets, metric),
           per_class_table(rows, list(opts.inits), budgets, "test_" if has_test else "")]
     if pretrainings:
@@ -147,7 +181,7 @@ def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (
         md += ["## Failed runs", ""] + [f"- {r['init']} N={r['budget']} fold {r['fold']} seed "
                                          f"{r['seed']}: {r['status']}" for r in failed]
     with atomic_path(out / "study.md") as tmp:
-        tmp.write_text("\n".join(md) + "\n")
+        tmp.write_text(relative_text("\n".join(md) + "\n", results_root))
     plot_dice_vs_labels(rows, list(opts.inits), out / "dice_vs_labels.png", metric)
     chosen = opts.convergence_budget or budgets[0]
     curves = {i: [r["pseudo_dice_curve"] for r in rows if r["init"] == i and

@@ -95,7 +95,7 @@ def _overlay(paths: Paths, raw: Path, out: Path) -> None:
         _log("no finished all-labels run with test scores: no overlay")
         return
     best = max(rows, key=lambda r: float(r["test_dice_mean"]))
-    test_dir = Path(best["run_dir"]) / "test"
+    test_dir = paths.results / best["run_dir"] / "test"  # study.csv: relative to the results
     ending = ".nii.gz"
     case = sorted(p.name[: -len(ending)] for p in test_dir.glob(f"*{ending}"))[0]
     labels = json.loads((raw / "dataset.json").read_text())["labels"]

@@ -3,8 +3,13 @@
 Convergence speed follows Kalapos & Gyires-Toth (2022), who report that domain-specific
 pretraining makes fine-tuning converge 4-5x faster but do not publish the exact criterion. Our
 operationalisation (as suggested in the methods note): the first epoch at which the validation
-pseudo-Dice reaches 95% of its own maximum over the run; the speed-up of an init is the ratio of
-random init's convergence epoch to its own.
+pseudo-Dice reaches 95% of its own maximum over the run; the speed-up of an init is the ratio
+``(epoch_random + 1) / (epoch_init + 1)`` per pair of runs with the same fold and seed.
+
+Tables: mean ± population std over folds and seeds with the number of runs n (a single run
+shows no spread); the gain over random init and the speed-up are paired per fold and seed (see
+:mod:`sslunet.study.paired`); the share of the all-labels Dice (Chaitanya et al. 2020, "within
+8% of the benchmark") is a ratio of means.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from statistics import mean, pstdev
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
+
+from sslunet.study.paired import gain_cell, paired_differences, paired_speedups, speedup_cell
 
 
 def convergence_epoch(curve: Sequence[float], fraction: float = 0.95) -> int | None:
@@ -54,46 +61,89 @@ def aggregate(rows: list[dict], metric: str = "dice_mean") -> dict:
     return {k: _stats(v) for k, v in groups.items()}
 
 
-def _fmt(m, s) -> str:
-    return "n/a" if m is None else f"{m:.3f} ± {s:.3f}"
+def fmt_mean(m, s, n, digits: int = 3, show_n: bool = True) -> str:
+    """``0.712 ± 0.031 (n=3)``; a single run has no spread: ``0.712 (n=1)``."""
+    if m is None or not n:
+        return "n/a"
+    text = f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if n > 1 and s is not None else "")
+    return text + (f" (n={n})" if show_n else "")
+
+
+_NONE = (None, None, 0)
+
+
+def _grid(title: str, inits: list[str], budgets: list[str], cell: Callable[[str, str], str],
+          note: str = "") -> list[str]:
+    """Markdown lines of a table with one row per init and one column per budget."""
+    lines = [f"### {title}", "", "| init | " + " | ".join(f"N={b}" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    lines += [f"| {i} | " + " | ".join(cell(i, b) for b in budgets) + " |" for i in inits]
+    return lines + (["", note] if note else []) + [""]
 
 
 def markdown_table(rows: list[dict], inits: list[str], budgets: list[str],
                    metric: str = "dice_mean", baseline: str = "random") -> str:
-    """Mean ± std of ``metric`` per init (rows) and label budget (columns), with the gain over
-    ``baseline`` in a second table and the convergence speed-up in a third."""
+    """Mean ± std of ``metric`` per init (rows) and label budget (columns); then the paired gain
+    over ``baseline``, the share of the all-labels score, and the convergence epoch with the
+    paired speed-up."""
     agg = aggregate(rows, metric)
-    head = "| init | " + " | ".join(f"N={b}" for b in budgets) + " |"
-    sep = "|---|" + "---|" * len(budgets)
-    lines = [f"### {metric} (mean ± std over folds and seeds)", "", head, sep]
-    for init in inits:
-        cells = [_fmt(*agg.get((init, b), (None, None, 0))[:2]) for b in budgets]
-        lines.append(f"| {init} | " + " | ".join(cells) + " |")
-    if baseline in inits and len(inits) > 1:
-        lines += ["", f"### gain over {baseline} init ({metric})", "", head, sep]
-        for init in inits:
-            if init == baseline:
-                continue
-            cells = []
-            for b in budgets:
-                a, r = agg.get((init, b), (None,))[0], agg.get((baseline, b), (None,))[0]
-                cells.append("n/a" if a is None or r is None else f"{a - r:+.3f}")
-            lines.append(f"| {init} | " + " | ".join(cells) + " |")
-        conv = aggregate(rows, "convergence_epoch")
-        lines += ["", f"### convergence epoch (95% of own max pseudo-Dice; speed-up vs "
-                      f"{baseline})", "", head, sep]
-        for init in inits:
-            cells = []
-            for b in budgets:
-                c, _, _ = conv.get((init, b), (None, None, 0))
-                r, _, _ = conv.get((baseline, b), (None, None, 0))
-                if c is None:
-                    cells.append("n/a")
-                else:
-                    ratio = f" ({(r + 1) / (c + 1):.2f}x)" if r is not None else ""
-                    cells.append(f"{c:.1f}{ratio}")
-            lines.append(f"| {init} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    lines = _grid(f"{metric} (mean ± std over folds and seeds, n finished runs)", inits,
+                  budgets, lambda i, b: fmt_mean(*agg.get((i, b), _NONE)),
+                  "std: population std of the runs; a single run has none.")
+    compare = baseline in inits and len(inits) > 1
+    if compare:
+        lines += _gain_table(rows, inits, budgets, metric, baseline)
+    lines += _share_tables(agg, inits, budgets, metric, baseline)
+    lines += _convergence_tables(rows, inits, budgets, baseline if compare else None)
+    return "\n".join(lines)
+
+
+def _gain_table(rows, inits, budgets, metric, baseline) -> list[str]:
+    others = [i for i in inits if i != baseline]
+    return _grid(f"paired gain over {baseline} init ({metric})", others, budgets,
+                 lambda i, b: gain_cell(paired_differences(rows, i, b, metric, baseline)),
+                 f"Per pair of runs with the same fold and seed (the same labelled cases): "
+                 f"init minus {baseline}; mean ± sample std (n - 1) over the pairs, and how "
+                 f"many pairs gained (positive / pairs).")
+
+
+def _ratio(agg: dict, num: tuple, den: tuple) -> str:
+    a, b = agg.get(num, _NONE)[0], agg.get(den, _NONE)[0]
+    return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
+
+
+def _share_tables(agg, inits, budgets, metric, baseline) -> list[str]:
+    """Mean at each budget over the mean at N=all: the same init's, and the baseline's."""
+    if "all" not in budgets:
+        return []
+    title = f"share of the all-labels Dice ({metric}), relative to"
+    lines, small = [], [b for b in budgets if b != "all"]
+    if small:
+        lines += _grid(f"{title} the same init at N=all", inits, small,
+                       lambda i, b: _ratio(agg, (i, b), (i, "all")),
+                       "Mean at N labelled volumes divided by the same init's mean at N=all.")
+    if baseline in inits:
+        lines += _grid(f"{title} {baseline} init at N=all", inits, budgets,
+                       lambda i, b: _ratio(agg, (i, b), (baseline, "all")),
+                       f"Mean at N divided by the {baseline} init's mean at N=all (the benchmark "
+                       f"that Chaitanya et al. 2020 compare with: 0.92 = within 8%).")
+    return lines
+
+
+def _convergence_tables(rows, inits, budgets, baseline: str | None) -> list[str]:
+    conv = aggregate(rows, "convergence_epoch")
+    lines = _grid("convergence epoch (first epoch at 95% of the run's own max pseudo-Dice; "
+                  "mean ± std, n runs)", inits, budgets,
+                  lambda i, b: fmt_mean(*conv.get((i, b), _NONE), digits=1),
+                  "Epochs count from 0.")
+    if baseline is None:
+        return lines
+    return lines + _grid(
+        f"convergence speed-up over {baseline} init (paired)",
+        [i for i in inits if i != baseline], budgets,
+        lambda i, b: speedup_cell(paired_speedups(rows, i, b, baseline)),
+        f"Per pair of runs with the same fold and seed: (epoch_{baseline} + 1) / "
+        f"(epoch_init + 1); mean ± sample std (n - 1) over the pairs, n pairs.")
 
 
 def class_names(rows: list[dict], prefix: str = "") -> list[str]:
@@ -107,20 +157,37 @@ def class_names(rows: list[dict], prefix: str = "") -> list[str]:
     return names
 
 
+def _finished_counts(rows: list[dict]) -> dict[tuple, int]:
+    counts: dict[tuple, int] = defaultdict(int)
+    for r in rows:
+        if r.get("status") == "ok":
+            counts[(r["init"], r["budget"])] += 1
+    return counts
+
+
+def _class_cell(stat: tuple, n_row: int) -> str:
+    m, s, n = stat
+    return fmt_mean(m, s, n, show_n=n != n_row)
+
+
 def per_class_table(rows: list[dict], inits: list[str], budgets: list[str],
                     prefix: str = "") -> str:
-    """Mean ± std Dice of every class, one row per (init, budget)."""
+    """Mean ± std Dice of every class, one row per (init, budget) with its number of runs n (a
+    cell shows its own n only where a class has fewer values than the row has runs)."""
     classes = class_names(rows, prefix)
     if not classes:
         return ""
     stats = {c: aggregate(rows, f"{prefix}dice_{c}") for c in classes}
+    counts = _finished_counts(rows)
     source = "test set" if prefix == "test_" else "fold validation cases"
-    lines = [f"### Dice per class ({source}; mean ± std over folds and seeds)", "",
-             "| init | N | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
+    lines = [f"### Dice per class ({source}; mean ± std over the n finished runs of a row)", "",
+             "| init | N | n | " + " | ".join(classes) + " |",
+             "|---|---|---|" + "---|" * len(classes)]
     for init in inits:
         for b in budgets:
-            if (init, b) not in stats[classes[0]]:
+            n = counts.get((init, b), 0)
+            if not n:
                 continue
-            cells = [_fmt(*stats[c].get((init, b), (None, None, 0))[:2]) for c in classes]
-            lines.append(f"| {init} | {b} | " + " | ".join(cells) + " |")
+            cells = [_class_cell(stats[c].get((init, b), _NONE), n) for c in classes]
+            lines.append(f"| {init} | {b} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -112,12 +112,23 @@ def _budget_n(budget: str) -> int | None:
     return None if budget == "all" else int(budget)
 
 
+# recipe parts for pretrained weights: a random init keeps its own recipe (fair to both)
+PRETRAINED_ONLY = ("freeze_encoder_epochs", "pretrained_lr_scale")
+
+
+def init_overrides(opts: StudyOptions, init: str) -> dict:
+    """The fine-tuning overrides that apply to ``init``."""
+    return {k: v for k, v in opts.finetune_overrides.items()
+            if init != "random" or k not in PRETRAINED_ONLY}
+
+
 def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold: str,
                   seed: int) -> Path:
     model_dir = study_model_dir(paths, opts, init, budget, seed)
     recorded = model_dir / f"fold_{fold}" / "run_config.json"
+    overrides = init_overrides(opts, init)
     if recorded.exists():
-        diffs = settings_mismatch(read_json(recorded)["training"], opts.finetune_overrides)
+        diffs = settings_mismatch(read_json(recorded)["training"], overrides)
         if diffs:
             raise InputError(f"this study's run was trained with other settings "
                              f"({', '.join(diffs)}); use another --name, or delete the "
@@ -125,7 +136,7 @@ def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold
     fold_v = "all" if fold == "all" else int(fold)
     fo = FinetuneOptions(opts.dataset, opts.configuration, fold_v, init, _budget_n(budget),
                          seed, opts.device, continue_training=True, validate=True,
-                         tta=opts.tta, overrides=dict(opts.finetune_overrides),
+                         tta=opts.tta, overrides=overrides,
                          model_dir=str(model_dir))
     return finetune(paths, fo)
 
@@ -169,7 +180,7 @@ def run_study(paths: Paths, opts: StudyOptions,
             _log(f"run FAILED after {time.time() - t0:.0f} s: {_short(e)} (folder "
                  f"{planned_dir})")
             rows.append(run_row(init, budget, fold, seed, n_all, None, f"failed: {_short(e)}"))
-    write_outputs(out, rows, opts, pretrainings)
+    write_outputs(out, rows, opts, pretrainings, paths.results)
     _log(f"study outputs: {out}")
     return out
 

@@ -30,6 +30,11 @@ class TrainingConfig:
     seed: int = 0
     checkpoint_every: int = 1  # epochs between "latest" checkpoints
     ema_alpha: float = 0.9  # smoothing of the validation metric used to pick "best"
+    # Fine-tuning recipe parts (see training/param_groups.py): the encoder is frozen for the
+    # first epochs (decoder and heads first learn on fixed features), and tensors loaded from a
+    # pretrained checkpoint learn at a multiple of the learning rate.
+    freeze_encoder_epochs: int = 0
+    pretrained_lr_scale: float = 1.0
 
     def replace(self, **changes) -> "TrainingConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -39,6 +44,10 @@ class TrainingConfig:
             raise ValueError("epochs and iters_per_epoch must be >= 1")
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
+        if self.freeze_encoder_epochs < 0 or self.freeze_encoder_epochs > self.epochs:
+            raise ValueError("freeze_encoder_epochs must be in [0, epochs]")
+        if not self.pretrained_lr_scale > 0:
+            raise ValueError("pretrained_lr_scale must be > 0")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}")
 

@@ -21,6 +21,7 @@ from sslunet.planning.plans import ConfigurationPlan
 from sslunet.training.checkpoint import load_checkpoint
 from sslunet.training.config import TrainingConfig, finetune_defaults, scaled_warmup
 from sslunet.training.distributed import DistContext, barrier, init_distributed
+from sslunet.training.param_groups import finetune_groups
 from sslunet.training.pretrained import load_pretrained
 from sslunet.training.runs import (
     choose_labeled, finetune_model_dir, fold_cases, load_plans, preprocessed_dir, pretrain_dir,
@@ -148,7 +149,8 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     model = SegmentationModel(network, config.batch_dice)
     factory = make_loader_factory(pre / config.data_identifier, labeled, val_ids, config, cfg,
                                   device.type == "cuda")
-    trainer = Trainer(cfg, model, factory, run_dir, device, dist_ctx, meta)
+    groups = finetune_groups(model, report["loaded"] if report else (), cfg)
+    trainer = Trainer(cfg, model, factory, run_dir, device, dist_ctx, meta, param_groups=groups)
     trainer.log.log(f"fine-tuning {opts.dataset} {config.name} fold {opts.fold}: init "
                     f"{opts.init}, {len(labeled)} labelled case(s), {len(val_ids)} validation, "
                     f"device {device}, {cfg.epochs} epochs x {cfg.iters_per_epoch} iterations")

@@ -52,6 +52,18 @@ class RunLog:
             plot_progress(self.read_metrics(), self.out_dir / "progress.png")
 
 
+def late_change(values: list) -> str:
+    """How much the loss still moved late in the run: the mean of its last fifth of epochs
+    against the fifth before it (a loss still falling by several % has not converged)."""
+    vals = [v for v in values if v is not None]
+    k = len(vals) // 5
+    if k < 1:
+        return "too few epochs to judge convergence"
+    before, last = sum(vals[-2 * k:-k]) / k, sum(vals[-k:]) / k
+    change = (last - before) / abs(before) if before else 0.0
+    return f"last {k} epoch(s) vs the {k} before: {change:+.1%}"
+
+
 def plot_progress(records: list[dict], path: Path) -> None:
     """Loss curves (top), validation metric and EMA (middle), learning rate (bottom)."""
     if not records:
@@ -73,8 +85,14 @@ def plot_progress(records: list[dict], path: Path) -> None:
         axes[1].plot(ep, [r.get("ema_metric") for r in records], label="EMA")
         axes[1].set_ylabel("pseudo Dice (val patches)")
         axes[1].legend()
-    else:
-        axes[1].plot(ep, [r.get("ema_metric") for r in records], label="EMA of -val loss")
+    else:  # pretraining: is the loss still falling? a log scale shows late, small gains
+        key = "val_loss" if any(r.get("val_loss") is not None for r in records) else "train_loss"
+        values = [r.get(key) for r in records]
+        axes[1].plot(ep, values, label=key.replace("_", " "))
+        if all(v is not None and v > 0 for v in values):
+            axes[1].set_yscale("log")
+        axes[1].set_ylabel("loss (log scale)")
+        axes[1].set_title(late_change(values), fontsize=9)
         axes[1].legend()
     axes[2].plot(ep, [r["lr"] for r in records])
     axes[2].set_ylabel("learning rate")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from sslunet.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslunet.training.config import TrainingConfig
 from sslunet.training.distributed import DistContext, all_reduce_sum
+from sslunet.training.param_groups import single_group
 from sslunet.training.progress import RunLog
 from sslunet.training.schedule import learning_rate
 
@@ -49,18 +50,22 @@ class Trainer:
         device: where to train.
         dist_ctx: torchrun context (rank 0 alone writes).
         meta: extra self-describing fields stored in every checkpoint.
+        param_groups: optimiser groups with ``lr_scale`` and ``frozen_epochs`` (see
+            :mod:`sslunet.training.param_groups`); default: every trainable parameter at lr.
     """
 
     def __init__(self, cfg: TrainingConfig, model: nn.Module, make_loaders: LoaderFactory,
                  out_dir: Path, device: torch.device, dist_ctx: DistContext = DistContext(),
-                 meta: dict | None = None, progress: bool = True):
+                 meta: dict | None = None, progress: bool = True,
+                 param_groups: list[dict] | None = None):
         self.cfg, self.device, self.dist, self.meta = cfg, device, dist_ctx, meta or {}
         self.out_dir = Path(out_dir)
         self.model = model.to(device)
         self.make_loaders = make_loaders
         self.progress = progress and dist_ctx.is_main
         self.log = RunLog(self.out_dir, enabled=dist_ctx.is_main)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = param_groups if param_groups is not None else single_group(self.model)
+        self.lr = cfg.lr
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                              nesterov=True, weight_decay=cfg.weight_decay)
@@ -125,9 +130,9 @@ class Trainer:
 
     def train_step(self, batch: Batch, step: int, total: int) -> float:
         warm = self.cfg.warmup_epochs * self.cfg.iters_per_epoch
-        lr = learning_rate(step, total, self.cfg.lr, warm, self.cfg.poly_exponent)
+        self.lr = learning_rate(step, total, self.cfg.lr, warm, self.cfg.poly_exponent)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = self.lr * g.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.model(self._to_device(batch))
@@ -191,8 +196,20 @@ class Trainer:
             self.path("latest").unlink()  # the final checkpoint supersedes it
         return self.path("final")
 
+    def _apply_freezing(self) -> None:
+        """Groups with ``frozen_epochs > epoch`` get no gradient (so no update and no decay)."""
+        for g in self.optimizer.param_groups:
+            frozen = self.epoch < g.get("frozen_epochs", 0)
+            if g["params"] and g["params"][0].requires_grad == frozen:
+                for p in g["params"]:
+                    p.requires_grad_(not frozen)
+                if self.epoch > 0 or frozen:
+                    self.log.log(f"{g.get('name', 'group')}: {'frozen' if frozen else 'unfrozen'}"
+                                 f" from epoch {self.epoch + 1}")
+
     def _run_epoch(self, train_iter, val_iter, total: int) -> None:
         cfg, epoch = self.cfg, self.epoch
+        self._apply_freezing()
         t0 = time.perf_counter()
         self.model.train()
         losses = []
@@ -203,7 +220,7 @@ class Trainer:
                                           total))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         val = self.validate(val_iter) if val_iter is not None and cfg.val_iters > 0 else {}
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.lr
         rec = self._epoch_record(epoch, losses, lr, val, time.perf_counter() - t0)
         self.epoch += 1
         self.log.append_metrics(rec)

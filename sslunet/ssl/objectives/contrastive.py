@@ -43,7 +43,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sslunet.data.augmentation import contrastive_view_transforms
+from sslunet.data.augmentation import contrastive_view_transforms, unmirror
 from sslunet.data.loader import BatchStream, make_loader
 from sslunet.errors import InputError
 from sslunet.ssl.losses import (
@@ -76,6 +76,7 @@ class ContrastiveOptions:
     proj_dim: int = 128
     proj_hidden: int = 1024
     crop_min: float = 0.5
+    local_views: str = "mirror"  # "mirror" (ours, default) or "intensity" (the paper's)
 
     def __post_init__(self):
         if self.strategy not in ("GD", "GD-"):
@@ -87,6 +88,8 @@ class ContrastiveOptions:
         if not 0.0 < self.local_epochs_fraction < 1.0:
             raise ValueError(f"local_epochs_fraction must be in (0, 1), got "
                              f"{self.local_epochs_fraction}")
+        if self.local_views not in ("mirror", "intensity"):
+            raise ValueError(f"local_views must be mirror or intensity, got {self.local_views!r}")
         if self.local_negatives < 0 or not 0.0 < self.crop_min <= 1.0:
             raise ValueError("local_negatives must be >= 0 and crop_min in (0, 1]")
 
@@ -228,7 +231,10 @@ class ContrastiveObjective(PretrainObjective):
         views = torch.cat([batch["data_view1"], batch["data_view2"]])  # (2B, C, *patch)
         with torch.no_grad():  # frozen encoder: no graph through it
             skips = self.network.encoder(views)
-        e1, e2 = self.local_head(decoder_features_at(self.network, skips, self.level)).chunk(2)
+        f1, f2 = decoder_features_at(self.network, skips, self.level).chunk(2)  # (B, C, *S) each
+        if "view2_flips" in batch:  # mirrored view 2: map its features back onto view 1's grid
+            f2 = unmirror(f2, batch["view2_flips"], batch["view2_flips"].shape[1])
+        e1, e2 = self.local_head(torch.cat([f1, f2])).chunk(2)  # (B, R, D) each
         parts = batch["partition_ids"].long() if self.options.local_variant == "LD" else None
         with full_precision(e1):
             return self.local_loss(e1.float(), e2.float(), parts, self.negative_table)
@@ -241,7 +247,8 @@ class ContrastiveObjective(PretrainObjective):
         (local)."""
         opts, cfg = self.options, self.setup.config
         local = self.stage == "local"
-        transform = contrastive_view_transforms(None if local else (opts.crop_min, 1.0))
+        transform = contrastive_view_transforms(None if local else (opts.crop_min, 1.0),
+                                                mirror_view2=local and opts.local_views == "mirror")
         if local and opts.local_variant == "LR":
             return patch_stream(self.setup, case_ids, batch_size, seed, transform, num_workers,
                                 pin)

@@ -1,0 +1,166 @@
+"""Chaitanya et al.'s ACDC label-efficiency protocol, scaled to a 2-core CPU, with sslunet's commands.
+
+Steps (each resumable; re-running a finished step does nothing):
+
+    python benchmarks/acdc_protocol.py prepare      # derived raw dataset + plan + patient splits
+    python benchmarks/acdc_protocol.py pretrain     # the pretrainings the study compares
+    python benchmarks/acdc_protocol.py study        # fine-tune grid, test scoring, tables, plots
+    python benchmarks/acdc_protocol.py all          # the three in order
+
+Everything goes under ``$SSLUNET_HOME`` (or SSLUNET_RAW/PREPROCESSED/RESULTS), as for every
+sslunet command; the study's ``study.md``/``study.csv``/plots are then copied to
+``docs/results/acdc_cpu/`` with ``python benchmarks/acdc_protocol.py export``.
+
+The protocol (Chaitanya et al. 2020, section 4.1 of ``shared/notes/seed-papers-methods.md``):
+- **Split by patient.** ``../shared/data/Dataset003_ACDC`` holds 30 patients x (ED, ES). A seeded
+  permutation (seed 0) puts 10 patients (both frames, 20 volumes) in ``imagesTs/labelsTs``: never
+  fine-tuned on, never pretrained on, scored once per run. The other 20 patients (40 volumes) are
+  ``imagesTr``: the pretraining pool (labels never read by pretraining) and the labelled pool.
+  Cross-validation folds are written by patient too, so no frame of a validation patient is
+  trained on.
+- **Scaled to a CPU.** 2d configuration at 2.5 x 2.5 mm in-plane (``--target-spacing 8 2.5 2.5``,
+  the data's nominal spacing is 1.5 mm: 2.8x fewer pixels) and 8 base features; the paper used
+  1.37 mm and 16 base features. Dice is scored in each test volume's original geometry.
+- **Budgets** 1, 2, 8 labelled volumes and all (32 in fold 0), 3 seeds each (different labelled
+  subsets), one fine-tuning schedule for every init (see ``FINETUNE``).
+
+Our choices where the paper is silent or differs: both frames of a patient are separate volumes
+(the paper used ED only), so a 2-volume budget may be one patient's ED and ES; the fine-tuning
+recipe of each init is sslunet's default for its kind (see docs/payoff.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sslunet.paths import Paths
+from sslunet.planning.splits import make_splits
+from sslunet.utils.atomic import read_json, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO.parent / "shared" / "data" / "Dataset003_ACDC"
+NAME = "Dataset910_ACDCBench"
+TEST_PATIENTS = 10
+SPLIT_SEED = 0
+PLAN = ["-c", "2d", "--base-features", "8", "--target-spacing", "8", "2.5", "2.5"]
+# pretraining budgets (iterations = epochs x iters_per_epoch) at batch 16
+PRETRAIN = {"epochs": "30", "iters_per_epoch": "50", "batch_size": "16"}
+# one fine-tuning schedule for every init: 20 x 25 = 500 iterations at batch 8
+FINETUNE = {"epochs": "20", "iters_per_epoch": "25", "batch_size": "8", "val_iters": "4"}
+INITS = ["random", "contrastive", "regression"]
+BUDGETS = ["1", "2", "8", "all"]
+SEEDS = ["0", "1", "2"]
+STUDY_NAME = "acdc_protocol"
+EXPORT = REPO / "docs" / "results" / "acdc_cpu"
+
+
+def patient(case_id: str) -> str:
+    return case_id.split("_frame")[0]  # acdc_001_frame01 -> acdc_001
+
+
+def test_patients(source: Path = SOURCE) -> list[str]:
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (source / "imagesTr").glob("*_0000.nii.gz"))
+    patients = sorted({patient(c) for c in cases})
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(patients))
+    return sorted(patients[i] for i in order[:TEST_PATIENTS])
+
+
+def derive_raw(paths: Paths, source: Path = SOURCE) -> Path:
+    """Write the derived raw dataset (copies; the shared folder is read-only)."""
+    out = paths.raw / NAME
+    if (out / "dataset.json").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    test = set(test_patients(source))
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (tmp / sub).mkdir(parents=True)
+    n_train = 0
+    for img in sorted((source / "imagesTr").glob("*_0000.nii.gz")):
+        case = img.name[: -len("_0000.nii.gz")]
+        split = "Ts" if patient(case) in test else "Tr"
+        n_train += split == "Tr"
+        shutil.copyfile(img, tmp / f"images{split}" / img.name)
+        shutil.copyfile(source / "labelsTr" / f"{case}.nii.gz", tmp / f"labels{split}" / f"{case}.nii.gz")
+    ds = read_json(source / "dataset.json")
+    ds.update(name=NAME, numTraining=n_train,
+              description=ds.get("description", "") + f"; benchmark split: {TEST_PATIENTS} test "
+              f"patients drawn with seed {SPLIT_SEED} (benchmarks/acdc_protocol.py)")
+    write_json(tmp / "dataset.json", ds)
+    tmp.rename(out)
+    return out
+
+
+def write_patient_splits(paths: Paths) -> None:
+    """5 folds over patients (both frames of a patient always on the same side)."""
+    pre = paths.preprocessed / NAME
+    cases = sorted({i for s in read_json(pre / "splits.json") for i in s["train"] + s["val"]})
+    by_patient: dict[str, list[str]] = {}
+    for c in cases:
+        by_patient.setdefault(patient(c), []).append(c)
+    folds = make_splits(sorted(by_patient))
+    splits = [{k: sorted(c for p in f[k] for c in by_patient[p]) for k in ("train", "val")}
+              for f in folds]
+    write_json(pre / "splits.json", splits)
+
+
+def sh(*args: str) -> None:
+    print("+ " + " ".join(args), flush=True)
+    subprocess.run(args, check=True)
+
+
+def prepare(paths: Paths) -> None:
+    raw = derive_raw(paths)
+    sh("sslunet_plan", "-d", str(raw), *PLAN)
+    write_patient_splits(paths)
+
+
+def _flags(d: dict, prefix: str = "") -> list[str]:
+    return [x for k, v in d.items() for x in (f"--{prefix}{k.replace('_', '-')}", v)]
+
+
+def pretrain(paths: Paths) -> None:
+    for objective in [i for i in INITS if i != "random"]:
+        done = paths.results / NAME / "pretrain" / f"{objective}__2d" / "checkpoint_final.pt"
+        if done.exists():
+            continue
+        cont = ["--continue"] if done.parent.exists() else []
+        sh("sslunet_pretrain", "-d", NAME, "-c", "2d", "-l", objective, *_flags(PRETRAIN), *cont)
+
+
+def study(paths: Paths) -> None:
+    sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", STUDY_NAME, "--inits", *INITS,
+       "--labeled", *BUDGETS, "--seeds", *SEEDS, "--disable-tta", "--convergence-budget", "2",
+       *_flags(FINETUNE))
+
+
+def export(paths: Paths) -> None:
+    src = paths.results / NAME / "study" / STUDY_NAME
+    EXPORT.mkdir(parents=True, exist_ok=True)
+    for name in ("study.md", "study.csv", "dice_vs_labels.png", "convergence.png",
+                 "study_options.json"):
+        if (src / name).exists():
+            shutil.copyfile(src / name, EXPORT / name)
+    print(f"copied to {EXPORT}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("step", choices=["prepare", "pretrain", "study", "all", "export"])
+    args = p.parse_args()
+    paths = Paths.from_environ(os.environ)
+    steps = {"prepare": [prepare], "pretrain": [pretrain], "study": [study], "export": [export],
+             "all": [prepare, pretrain, study, export]}[args.step]
+    for step in steps:
+        step(paths)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

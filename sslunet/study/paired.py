@@ -1,0 +1,71 @@
+"""Paired comparisons of an init with the baseline (random) init.
+
+For a given fold and seed every init is fine-tuned on the same labelled cases, so the difference
+between an init's run and the baseline's run of the same fold and seed does not contain the
+variance of which cases were labelled (large at a budget of a few volumes). The study therefore
+compares per pair and summarises the pairs: mean, sample standard deviation (n - 1; none for a
+single pair), and how many pairs gained.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import mean, stdev
+from typing import Sequence
+
+
+def _finite(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _values(rows: list[dict], init: str, budget: str, metric: str) -> dict[tuple, float]:
+    """``{(fold, seed): metric}`` of the finished runs of ``init`` at ``budget``."""
+    return {(str(r.get("fold")), str(r.get("seed"))): r[metric] for r in rows
+            if r["init"] == init and r["budget"] == budget and r.get("status") == "ok"
+            and _finite(r.get(metric))}
+
+
+def paired_values(rows: list[dict], init: str, budget: str, metric: str,
+                  baseline: str = "random") -> list[tuple[float, float]]:
+    """``(init value, baseline value)`` for every fold and seed where both runs have a value."""
+    mine, base = _values(rows, init, budget, metric), _values(rows, baseline, budget, metric)
+    return [(v, base[k]) for k, v in mine.items() if k in base]
+
+
+def paired_differences(rows: list[dict], init: str, budget: str, metric: str,
+                       baseline: str = "random") -> list[float]:
+    """``init - baseline`` of ``metric`` per pair of runs with the same fold and seed."""
+    return [a - b for a, b in paired_values(rows, init, budget, metric, baseline)]
+
+
+def paired_speedups(rows: list[dict], init: str, budget: str,
+                    baseline: str = "random") -> list[float]:
+    """``(epoch_baseline + 1) / (epoch_init + 1)`` of the convergence epoch per pair (epochs are
+    0-based, so ``+ 1`` counts the epochs trained until convergence)."""
+    pairs = paired_values(rows, init, budget, "convergence_epoch", baseline)
+    return [(b + 1) / (a + 1) for a, b in pairs]
+
+
+def summary(values: Sequence[float]) -> tuple[float | None, float | None, int]:
+    """Mean, sample std (None for fewer than two values) and count."""
+    if not values:
+        return None, None, 0
+    return mean(values), (stdev(values) if len(values) > 1 else None), len(values)
+
+
+def gain_cell(diffs: Sequence[float]) -> str:
+    """``+0.052 ± 0.020 (3/3 > 0)``; one pair has no spread: ``+0.052 (1/1 > 0)``."""
+    m, s, n = summary(diffs)
+    if m is None:
+        return "n/a"
+    spread = "" if s is None else f" ± {s:.3f}"
+    return f"{m:+.3f}{spread} ({sum(d > 0 for d in diffs)}/{n} > 0)"
+
+
+def speedup_cell(ratios: Sequence[float]) -> str:
+    """``2.00x ± 0.15 (n=3)``; one pair: ``2.00x (n=1)``."""
+    m, s, n = summary(ratios)
+    if m is None:
+        return "n/a"
+    spread = "" if s is None else f" ± {s:.2f}"
+    return f"{m:.2f}x{spread} (n={n})"
