@@ -450,3 +450,25 @@ def test_mask_for_norm_only_when_cropping_removed_much(relative_size, expected):
     for c in plans.configurations.values():
         assert c.use_mask_for_norm == (expected, expected)
         assert c.normalization_schemes == ("zscore", "zscore")
+
+
+def test_overridden_target_spacing_sets_spacing_and_shrinks_images():
+    """--target-spacing (nnU-Net's overwrite_target_spacing): 2x coarser in-plane spacing halves
+    the median in-plane image and the planned spacing is exactly the one asked for."""
+    fp = cmr_like()
+    default = plan_experiment(fp).configurations["2d"]
+    coarse = plan_experiment(fp, target_spacing=(8.0, 2.5, 2.5))
+    c2d, c3d = coarse.configurations["2d"], coarse.configurations["3d_fullres"]
+    assert c2d.spacing == (2.5, 2.5) and c3d.spacing == (8.0, 2.5, 2.5)
+    for got, full in zip(c2d.median_image_size, default.median_image_size):
+        assert got == pytest.approx(full * default.spacing[0] / 2.5, abs=1)
+    assert all(p <= q for p, q in zip(c2d.patch_size, default.patch_size))
+
+
+def test_target_spacing_out_of_range_is_refused_with_exit_2(capsys):
+    from sslunet.cli.plan import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["-d", "anything", "--target-spacing", "8", "0", "2.5"])
+    assert e.value.code == 2
+    assert "--target-spacing values must be between" in capsys.readouterr().err

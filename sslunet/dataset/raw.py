@@ -23,6 +23,7 @@ from sslunet.errors import InputError
 SOURCES = ("imagesTr", "imagesUnlabeled", "imagesTs")
 LABEL_FOLDERS = {"imagesTr": "labelsTr", "imagesTs": "labelsTs"}
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+MAX_LABELS = 128  # preprocessed label maps are int8 (values 0..127; -1 marks outside the body)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class RawDataset:
     file_ending: str
     num_training: int
     cases: tuple[RawCase, ...]
+    # image files with another supported ending than ``file_ending`` (not part of the dataset)
+    ignored_files: tuple[Path, ...] = ()
 
     @property
     def num_channels(self) -> int:
@@ -72,21 +75,52 @@ def read_dataset_json(root: Path) -> dict:
     channels, labels = meta["channel_names"], meta["labels"]
     if not isinstance(channels, dict) or not channels:
         raise InputError("'channel_names' must be a non-empty object like {\"0\": \"T2\"}", path)
-    if sorted(channels) != [str(i) for i in range(len(channels))]:
+    if sorted(channels) != sorted(str(i) for i in range(len(channels))):
         raise InputError("'channel_names' keys must be 0..C-1", path)
-    if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
-        raise InputError("'labels' must map names to integers (region labels are not "
-                         "supported)", path)
-    values = sorted(labels.values())
-    if values != list(range(len(values))) or values[0] != 0:
-        raise InputError(f"'labels' values must be consecutive integers from 0 "
-                         f"(background), got {values}", path)
+    for key, value in channels.items():
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"'channel_names' entry \"{key}\" must be a non-empty name such as "
+                             f"\"T2\" (got {json.dumps(value)})", path)
+    _check_labels(labels, path)
     if meta["file_ending"] not in SUPPORTED_ENDINGS:
         raise InputError(f"'file_ending' {meta['file_ending']!r} is not one of "
                          f"{', '.join(SUPPORTED_ENDINGS)}", path)
-    if not isinstance(meta["numTraining"], int):
-        raise InputError("'numTraining' must be an integer", path)
+    num_training = meta["numTraining"]
+    if not isinstance(num_training, int) or isinstance(num_training, bool) or num_training < 0:
+        raise InputError(f"'numTraining' must be a non-negative integer (got "
+                         f"{json.dumps(num_training)})", path)
     return meta
+
+
+def _check_labels(labels, path: Path) -> None:
+    """``labels``: name -> distinct integers 0..K-1 with 0 the background, K <= MAX_LABELS."""
+    if not isinstance(labels, dict) or not labels:
+        raise InputError("'labels' must be a non-empty object mapping names to integers, "
+                         "with \"background\": 0", path)
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            kind = "region labels (lists) are not supported" if isinstance(value, list) \
+                else "label values must be integers"
+            raise InputError(f"'labels' entry \"{name}\" is {json.dumps(value)}: {kind}", path)
+        if value < 0:
+            raise InputError(f"'labels' entry \"{name}\" is {value}: label values must be "
+                             "non-negative", path)
+    seen: dict[int, str] = {}
+    for name, value in labels.items():
+        if value in seen:
+            raise InputError(f"'labels' entries \"{seen[value]}\" and \"{name}\" have the same "
+                             f"value {value}", path)
+        seen[value] = name
+    if 0 not in seen:
+        raise InputError(f"'labels' must contain the background with value 0 (values are "
+                         f"consecutive integers from 0), got {sorted(seen)}", path)
+    values = sorted(seen)
+    if values != list(range(len(values))):
+        raise InputError(f"'labels' values must be consecutive integers from 0 "
+                         f"(background), got {values}", path)
+    if len(values) > MAX_LABELS:
+        raise InputError(f"{len(values)} labels: at most {MAX_LABELS} (values 0.."
+                         f"{MAX_LABELS - 1}) are supported", path)
 
 
 def _channel_files(folder: Path, ending: str, num_channels: int) -> dict[str, list[Path]]:
@@ -138,13 +172,42 @@ def _cases_of(root: Path, source: str, ending: str, num_channels: int) -> list[R
     return cases
 
 
+def _other_endings(root: Path, ending: str) -> list[Path]:
+    """Image files with another supported ending than ``ending`` in the dataset's folders.
+
+    A folder that holds such files but none with ``ending`` means ``file_ending`` is wrong:
+    that is an InputError saying which ending was expected and which were found.
+    """
+    ignored = []
+    for sub in (*SOURCES, *LABEL_FOLDERS.values()):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        names = [f.name for f in sorted(folder.iterdir()) if not f.name.startswith(".")]
+        other = [n for n in names if not n.endswith(ending)
+                 and any(n.endswith(e) and len(n) > len(e) for e in SUPPORTED_ENDINGS)]
+        if other and not any(n.endswith(ending) for n in names):
+            found = sorted({next(e for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True)
+                                 if n.endswith(e)) for n in other})
+            raise InputError(f"'file_ending' is {ending!r} but {sub}/ holds no such file; it "
+                             f"holds {len(other)} file(s) ending in {', '.join(found)} (e.g. "
+                             f"{other[0]}): correct 'file_ending' or the file names",
+                             root / "dataset.json")
+        ignored += [folder / n for n in other]
+    return ignored
+
+
 def load_raw_dataset(root: str | Path) -> RawDataset:
     """Read ``dataset.json`` and list every case; structural problems raise InputError."""
     root = Path(root)
+    if root.is_file():
+        raise InputError("is a file; give the dataset folder (the one holding dataset.json)",
+                         root)
     if not root.is_dir():
         raise InputError("dataset folder does not exist", root)
     meta = read_dataset_json(root)
     ending, n_ch = meta["file_ending"], len(meta["channel_names"])
+    ignored = _other_endings(root, ending)
     cases: list[RawCase] = []
     for source in SOURCES:
         cases += _cases_of(root, source, ending, n_ch)
@@ -161,4 +224,4 @@ def load_raw_dataset(root: str | Path) -> RawDataset:
     if not any(c.source in ("imagesTr", "imagesUnlabeled") for c in cases):
         raise InputError("dataset is empty: no images in imagesTr/ or imagesUnlabeled/", root)
     return RawDataset(root, root.name, dict(meta["channel_names"]), dict(meta["labels"]),
-                      ending, meta["numTraining"], tuple(cases))
+                      ending, meta["numTraining"], tuple(cases), tuple(ignored))

@@ -50,6 +50,9 @@ def resolve_raw_dataset(spec: str, raw_root: Path) -> Path:
     if ("/" in spec or p.is_absolute() or spec.startswith(".")) or (
         p.is_dir() and (p / "dataset.json").exists()
     ):
+        if p.is_file():
+            raise InputError("is a file; give the dataset folder (the one holding "
+                             "dataset.json)", p)
         if not p.is_dir():
             raise InputError("dataset folder does not exist", p)
         return p.resolve()

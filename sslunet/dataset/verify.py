@@ -42,23 +42,38 @@ def load_checked_case(
     data = np.stack(arrays)  # (C, z, y, x)
     seg = None
     if case.label is not None:
-        seg_f, geo = read_array(case.label, dtype=np.float32)
+        seg_raw, geo = read_array(case.label, dtype=None)  # the file's own type: exact values
         diff = geometry.differences(geo)
         if diff:
             raise InputError(f"label and image {case.images[0].name} differ in "
                              + "; ".join(diff), case.label)
-        if not np.isfinite(seg_f).all():
-            raise InputError("label contains non-finite values", case.label)
-        seg = seg_f.astype(np.int16)
-        if not np.array_equal(seg, seg_f):
-            raise InputError("label contains non-integer values", case.label)
-        if labels is not None:
-            found = np.unique(seg)
-            unknown = sorted(set(found.tolist()) - set(labels.values()))
-            if unknown:
-                raise InputError(f"label values {unknown} are not listed in dataset.json "
-                                 f"labels {sorted(labels.values())}", case.label)
+        seg = _label_values_checked(seg_raw, labels, case.label)
     return data, seg, geometry
+
+
+def _label_values_checked(seg: np.ndarray, labels: dict[str, int] | None, path) -> np.ndarray:
+    """The label map as int16 once its values are known to be integers (listed in ``labels``
+    when given); otherwise an InputError naming the offending values."""
+    if np.issubdtype(seg.dtype, np.floating):
+        if not np.isfinite(seg).all():
+            raise InputError("label contains non-finite values", path)
+        fractional = seg != np.round(seg)
+        if fractional.any():
+            raise InputError(f"label contains non-integer values (e.g. "
+                             f"{float(seg[fractional][0]):g})", path)
+    elif not np.issubdtype(seg.dtype, np.integer):
+        raise InputError(f"label voxels must be integers, not {seg.dtype}", path)
+    found = [int(v) for v in np.unique(seg)]
+    if labels is not None:
+        unknown = sorted(set(found) - set(labels.values()))
+        if unknown:
+            shown = ", ".join(str(v) for v in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+            raise InputError(f"label values [{shown}] are not listed in dataset.json labels "
+                             f"{sorted(labels.values())}", path)
+    elif found and (found[0] < -(2 ** 15) or found[-1] >= 2 ** 15):
+        raise InputError(f"label values {found[0]}..{found[-1]} are outside the int16 range",
+                         path)
+    return seg.astype(np.int16)
 
 
 def _check(args: tuple[RawCase, dict[str, int]]) -> None:

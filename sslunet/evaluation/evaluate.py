@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from sslunet.dataset.imageio import Geometry, read_header
+from sslunet.dataset.imageio import Geometry, read_header, read_sitk
 from sslunet.errors import InputError
 from sslunet.evaluation.metrics import EMPTY_MASK_NOTES, case_metrics, class_metrics
 from sslunet.utils.atomic import atomic_path, write_json
@@ -77,6 +77,9 @@ def match_cases(ref_dir: Path, pred_dir: Path, file_ending: str, allow_missing: 
                 only: set[str] | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair predictions with references by file name: ``([(ref, pred)], missing case names)``."""
     for folder, what in ((ref_dir, "reference"), (pred_dir, "prediction")):
+        if folder.is_file():
+            raise InputError(f"is a file; give the {what} folder (the one holding the label "
+                             "maps)", folder)
         if not folder.is_dir():
             raise InputError(f"{what} folder does not exist", folder)
 
@@ -101,10 +104,7 @@ def match_cases(ref_dir: Path, pred_dir: Path, file_ending: str, allow_missing: 
 
 def _read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """Label array (numpy order, shape ``S``) and its spacing in numpy order."""
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise InputError("cannot read this file as an image", path) from None
+    image = read_sitk(path)  # missing, truncated, unreadable, implausible spacing: InputError
     array = sitk.GetArrayFromImage(image)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.array_equal(array, np.round(array)):
@@ -133,6 +133,10 @@ def _evaluate_case(task: tuple[Path, Path, dict[str, int] | None]) -> dict:
     unlisted = sorted(present - set(chosen.values()))
     if unlisted:
         record["unlisted_label_values"] = unlisted
+        for path, array in ((ref_path, ref), (pred_path, pred)):
+            values = sorted(_present_values(array) - set(chosen.values()))
+            if values:  # reported on screen by evaluate_folders (workers must not print)
+                record.setdefault("unlisted_in", {})[str(path)] = values
     return record
 
 
@@ -294,6 +298,11 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | Non
     write_json(output / "summary.json", _json_safe(summary))
     write_csv(output / "summary.csv", records, labels)
     if verbose:
+        for record in records:
+            for path, values in record.get("unlisted_in", {}).items():
+                print(f"warning: {path}: label value(s) {values} are not among the scored "
+                      f"classes {sorted(labels.values())} ({labels_source}); they are not "
+                      "scored", file=sys.stderr)
         print(format_table(summary))
         if missing:
             print(f"{len(missing)} reference(s) without prediction were not scored",

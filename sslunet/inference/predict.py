@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from sslunet.dataset.imageio import Geometry
-from sslunet.dataset.raw import RawCase
+from sslunet.dataset.imageio import read_header
+from sslunet.dataset.raw import SUPPORTED_ENDINGS, RawCase
 from sslunet.dataset.verify import load_checked_case
 from sslunet.errors import InputError
 # the model-side names are re-exported: callers import them from this module
@@ -56,7 +55,8 @@ from sslunet.inference.predictor import (
 from sslunet.inference.sliding_window import InferenceConfig
 from sslunet.paths import Paths
 from sslunet.planning.plans import ConfigurationPlan, Plans
-from sslunet.preprocessing.preprocessor import preprocess_case
+from sslunet.preprocessing.preprocessor import preprocess_case, target_spacing_for
+from sslunet.preprocessing.resampling import checked_new_shape
 from sslunet.preprocessing.storage import CaseProperties
 from sslunet.training.runs import resolve_device
 
@@ -106,6 +106,8 @@ class PredictionSummary:
 def check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
     """Resolved ``(input, output)``; the output must not be the input or lie inside it."""
     inp, out = Path(input_dir).resolve(), Path(output_dir).resolve()
+    if inp.is_file():
+        raise InputError("is a file; -i takes the folder that holds the images", input_dir)
     if not inp.is_dir():
         raise InputError("input folder does not exist", input_dir)
     if out == inp or inp in out.parents:
@@ -117,9 +119,10 @@ def check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
 
 
 def _image_files(folder: Path, endings: Sequence[str]) -> Iterator[tuple[Path, str, str]]:
-    """``(file, stem, ending)`` of every visible file with one of ``endings``."""
+    """``(file, stem, ending)`` of every visible entry with one of ``endings`` (a folder named
+    like an image is listed too: reading it is refused with its name, not skipped silently)."""
     for f in sorted(Path(folder).iterdir()):
-        if f.name.startswith(".") or not f.is_file():
+        if f.name.startswith("."):
             continue
         for ending in sorted(endings, key=len, reverse=True):  # ".nii.gz" wins over ".gz"
             if f.name.endswith(ending) and len(f.name) > len(ending):
@@ -150,8 +153,13 @@ def list_input_cases(folder: Path, num_channels: int, endings: Sequence[str]) ->
                              f if ch < 0 else chans[-1])
         if chans.setdefault(ch, f) != f:
             raise InputError(f"channel {ch:04d} of case '{case}' is given twice", f)
+    others = _other_endings(folder, endings)
     if not groups:
-        raise InputError("no images found (expected CASE_0000" + "|".join(endings) + ")", folder)
+        found = f"; {_describe(others, endings)}" if others else ""
+        raise InputError("no images found (expected CASE_0000" + "|".join(endings) + found + ")",
+                         folder)
+    if others:
+        print(f"warning: {folder}: {_describe(others, endings)}", file=sys.stderr)
     cases = []
     for case, chans in sorted(groups.items()):
         if -1 in chans:
@@ -172,28 +180,45 @@ def list_input_cases(folder: Path, num_channels: int, endings: Sequence[str]) ->
     return cases
 
 
-def check_headers(cases: Iterable[InputCase]) -> None:
-    """Read every image header up front, so a bad file stops the run before any output.
+def _other_endings(folder: Path, endings: Sequence[str]) -> list[Path]:
+    """Visible files with a supported image ending that is not one of ``endings``."""
+    return [f for f in sorted(Path(folder).iterdir())
+            if not f.name.startswith(".") and not f.name.endswith(tuple(endings))
+            and any(f.name.endswith(e) and len(f.name) > len(e) for e in SUPPORTED_ENDINGS)]
 
-    Checks readability, one 2D/3D scalar image per file and equal geometry of a case's channels
-    (what remains for the full read: truncated voxel data and non-finite values).
+
+def _describe(others: list[Path], endings: Sequence[str]) -> str:
+    found = sorted({next(e for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True)
+                         if f.name.endswith(e)) for f in others})
+    return (f"{len(others)} file(s) ending in {', '.join(found)} are ignored: the model reads "
+            f"{'|'.join(endings)} (e.g. {others[0].name})")
+
+
+def check_headers(cases: Iterable[InputCase], plans: Plans | None = None,
+                  config: ConfigurationPlan | None = None) -> None:
+    """Check every image up front, so a bad file stops the run before any output.
+
+    Checks that each file is complete (a truncated ``.nii.gz`` is found here) with a plausible
+    spacing, one 2D/3D scalar image per file, equal geometry of a case's channels and, given
+    ``plans`` and ``config``, a size that resampling to the model's spacing can handle (what
+    remains for the full read: non-finite values).
     """
-    reader = sitk.ImageFileReader()
     for case in cases:
         first = None
         for path in case.images:
-            reader.SetFileName(str(path))
-            try:
-                reader.ReadImageInformation()
-            except RuntimeError:
-                raise InputError("cannot read image header (corrupt or unsupported file)",
-                                 path) from None
-            dim, comps = reader.GetDimension(), reader.GetNumberOfComponents()
+            geometry = read_header(path)
+            dim, comps = len(geometry.size), geometry.components
             if dim not in (2, 3) or comps != 1:
                 raise InputError(f"{dim}D image with {comps} component(s) per voxel: each "
                                  "CASE_XXXX file must hold one 2D or 3D scalar image", path)
-            geometry = Geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(),
-                                reader.GetSize())
+            if plans is not None and config is not None:
+                fwd = plans.transpose_forward
+                shape = tuple(reversed(geometry.size))
+                shape_t = tuple(((1,) * (3 - dim) + shape)[a] for a in fwd)
+                spacing_t = tuple(geometry.array_spacing[a] for a in fwd)
+                checked_new_shape(shape_t, spacing_t, target_spacing_for(config, spacing_t),
+                                  f"case '{case.case_id}' at the model's {config.name} "
+                                  "spacing", path)
             diff = [] if first is None else first.differences(geometry)
             if diff:
                 raise InputError(f"channel geometry differs from {case.images[0].name}: "
@@ -298,8 +323,9 @@ def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
     Cases whose outputs exist are skipped unless ``opts.overwrite``. Bad input is an
     :class:`InputError`; whatever file names and headers reveal (model, folds, folders,
     channels, unreadable headers, channel geometry) is found before the first output is
-    written. Only a problem in the voxel data itself (truncated file, NaN) stops the run at
-    that case, keeping the outputs already finished.
+    written, and so is a truncated or corrupt compressed file, an implausible spacing or an
+    image too large to resample to the model's spacing. Only non-finite voxel values (NaN,
+    inf) stop the run at that case, keeping the outputs already finished.
 
     Returns:
         Which cases were predicted and which skipped, and the model used.
@@ -320,7 +346,7 @@ def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
     todo = [c for c in cases if opts.overwrite
             or not all(p is None or p.exists()
                        for p in output_files(c, output_dir, opts.save_probabilities))]
-    check_headers(todo)
+    check_headers(todo, model.plans, model.config)
     folds = ", ".join(f.parent.name for f in files)
     print(f"model {model_dir} ({model.config.name}, {folds}, checkpoint {opts.checkpoint}); "
           f"device {device}; TTA {'on' if opts.tta else 'off'}; {len(todo)} of {len(cases)} "

@@ -93,6 +93,11 @@ def plan_and_preprocess(raw_dir: Path, preprocessed_root: Path,
     counts = {s: len(dataset.cases_from(s)) for s in ("imagesTr", "imagesUnlabeled", "imagesTs")}
     _log(f"{dataset.name}: {counts['imagesTr']} labelled, {counts['imagesUnlabeled']} "
          f"unlabeled, {counts['imagesTs']} test cases, {dataset.num_channels} channel(s)")
+    if dataset.ignored_files:
+        first = dataset.ignored_files[0]
+        _log(f"warning: ignoring {len(dataset.ignored_files)} file(s) whose ending is not "
+             f"dataset.json's file_ending {dataset.file_ending!r} (e.g. "
+             f"{first.parent.name}/{first.name})")
     fp = extract_fingerprint(dataset, opts.num_processes, opts.progress)
     if opts.verify_only:
         if counts["imagesTs"]:

@@ -23,6 +23,7 @@ import numpy as np
 from sslunet.dataset.raw import RawCase, RawDataset
 from sslunet.dataset.verify import load_checked_case
 from sslunet.planning.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
+from sslunet.preprocessing.resampling import checked_new_shape
 from sslunet.utils.parallel import parallel_map
 
 INTENSITY_SAMPLES_TOTAL = 1_000_000
@@ -84,6 +85,17 @@ def _channel_stats(values: np.ndarray, source: str) -> ChannelIntensityStats:
                                  float(v.max()), float(p005), float(p995), source)
 
 
+def _check_spacings_against_median(cases: list[RawCase], results: list[_CaseResult]) -> None:
+    """Refuse a case that resampled to the dataset's median spacing (about the full-resolution
+    target) would have an empty axis or an absurd size: its header spacing is wrong, and
+    preprocessing would fail on it (checked here, before anything is written)."""
+    median = tuple(float(v) for v in np.median([r.fingerprint.spacing for r in results], axis=0))
+    for case, r in zip(cases, results):
+        checked_new_shape(r.fingerprint.shape_before_crop, r.fingerprint.spacing, median,
+                          f"case '{case.case_id}' against the dataset's median spacing",
+                          case.images[0])
+
+
 def extract_fingerprint(dataset: RawDataset, num_processes: int = 2,
                         progress: bool = True) -> Fingerprint:
     """Read and verify every labelled and unlabeled case and summarise the dataset."""
@@ -92,6 +104,7 @@ def extract_fingerprint(dataset: RawDataset, num_processes: int = 2,
     jobs = [(c, dataset.labels, i, per_case) for i, c in enumerate(cases)]
     results: list[_CaseResult] = parallel_map(_analyse_case, jobs, num_processes,
                                               desc="fingerprint", progress=progress)
+    _check_spacings_against_median(cases, results)
     labelled_fg = [r for r in results if r.samples_from_foreground]
     pool = labelled_fg if labelled_fg else results
     source = "foreground" if labelled_fg else "nonzero"

@@ -18,7 +18,7 @@ from sslunet.dataset.imageio import Geometry
 from sslunet.planning.fingerprint import nonzero_bbox
 from sslunet.planning.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.normalization import normalize
-from sslunet.preprocessing.resampling import new_shape, resample_data, resample_seg
+from sslunet.preprocessing.resampling import checked_new_shape, resample_data, resample_seg
 from sslunet.preprocessing.storage import CaseProperties
 
 MAX_LOCATIONS_PER_CLASS = 2_000  # nnU-Net keeps 10k; 2k random centres suffice and keep
@@ -56,10 +56,16 @@ def _nonzero_mask(data: np.ndarray, fill: bool) -> np.ndarray:
 def preprocess_case(
     data: np.ndarray, seg: np.ndarray | None, geometry: Geometry, plans: Plans,
     config: ConfigurationPlan, case_id: str, source: str, case_index: int = 0,
+    source_file=None,
 ) -> tuple[np.ndarray, np.ndarray | None, CaseProperties]:
     """Preprocess one case given as ``data (C, z, y, x)`` and ``seg (z, y, x)`` or None.
 
     Returns ``(data (C, *shape_t) float32, seg (1, *shape_t) int8 or None, properties)``.
+
+    Raises:
+        InputError: (naming ``source_file``) when resampling the image to the configuration's
+            spacing would leave an axis empty or exceed
+            :data:`~sslunet.preprocessing.resampling.MAX_RESAMPLED_VOXELS` voxels.
     """
     original_shape = tuple(int(s) for s in data.shape[1:])
     box = nonzero_bbox(data)
@@ -79,7 +85,9 @@ def preprocess_case(
                      config.use_mask_for_norm, plans.intensity_stats)
     target = target_spacing_for(config, spacing_t)
     shape_crop = tuple(int(s) for s in data.shape[1:])
-    shape_new = new_shape(shape_crop, spacing_t, target)
+    shape_new = checked_new_shape(shape_crop, spacing_t, target,
+                                  f"case '{case_id}' ({config.name})", source_file,
+                                  tuple(original_shape[a] for a in fwd))
     r = config.resampling
     data = resample_data(data, shape_new, spacing_t, target, r.order_data, r.order_z_data,
                          r.anisotropy_threshold)

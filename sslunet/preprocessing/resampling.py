@@ -16,11 +16,41 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from sslunet.errors import InputError
+
+# Largest resampled image accepted (voxels per channel: 32 GiB as float32). Only a spacing far
+# from the target (a wrong header) gets there; resampling would exhaust any machine's memory.
+MAX_RESAMPLED_VOXELS = 2 ** 33
+
 
 def new_shape(shape, spacing, target_spacing) -> tuple[int, ...]:
     """Voxel counts after resampling ``shape`` from ``spacing`` to ``target_spacing``."""
     return tuple(int(round(s * sp / tsp)) for s, sp, tsp in
                  zip(shape, spacing, target_spacing))
+
+
+def checked_new_shape(shape_t, spacing_t, target, what: str, path=None,
+                      full_shape_t=None) -> tuple[int, ...]:
+    """:func:`new_shape` of ``shape_t`` (at least 1 voxel per axis), after checking the whole
+    image (``full_shape_t``, default ``shape_t``) against absurd resampling.
+
+    The whole image resampled to ``target`` must keep at least one voxel per axis and at most
+    :data:`MAX_RESAMPLED_VOXELS`; otherwise an :class:`InputError` naming ``path`` (``what``
+    says which case and which target). A crop box thinner than one target voxel is kept as
+    one voxel rather than refused.
+    """
+    full = new_shape(shape_t if full_shape_t is None else full_shape_t, spacing_t, target)
+    voxels = int(np.prod(full, dtype=np.float64))
+    if min(full) < 1 or voxels > MAX_RESAMPLED_VOXELS:
+        fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
+        problem = "an empty axis" if min(full) < 1 else \
+            f"{voxels:.3g} voxels (limit {MAX_RESAMPLED_VOXELS:.3g})"
+        shape_in = tuple(shape_t if full_shape_t is None else full_shape_t)
+        raise InputError(f"{what}: {shape_in} voxels of spacing {fmt(spacing_t)} mm resampled "
+                         f"to {fmt(target)} mm give {tuple(full)}, {problem}: the image's "
+                         "spacing is far from the target (check the header's voxel size and "
+                         "units)", path)
+    return tuple(max(1, s) for s in new_shape(shape_t, spacing_t, target))
 
 
 def _coords(n_in: int, n_out: int) -> np.ndarray:

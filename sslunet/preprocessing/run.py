@@ -77,7 +77,7 @@ def _run_job(job: _Job) -> int:
             _link_case(done[key], folder, job.case.case_id)
             continue
         out = preprocess_case(data, seg, geometry, job.plans, config, job.case.case_id,
-                              job.case.source, job.index)
+                              job.case.source, job.index, source_file=job.case.images[0])
         save_case(folder, *out)
         done[key] = folder
     return len(todo)
