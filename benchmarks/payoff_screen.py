@@ -23,8 +23,10 @@ from pathlib import Path
 
 from sslunet.paths import Paths
 from sslunet.study.metrics import class_names
-from sslunet.study.paired import gain_cell, paired_differences, paired_speedups, speedup_cell
-from sslunet.study.paired import summary
+from sslunet.study.paired import (
+    gain_cell, level_speedup_cell, paired_differences, paired_level_speedups, paired_speedups,
+    speedup_cell, summary,
+)
 
 
 def load_rows(results: Path, dataset: str, study: str) -> list[dict]:
@@ -52,7 +54,8 @@ def _mean_cell(values: list[float]) -> str:
 def table(rows: list[dict], budget: str, metric: str = "test_dice_mean") -> str:
     inits = list(dict.fromkeys(r["init"] for r in rows))
     classes = class_names(rows, "test_")
-    head = ["variant", metric, "paired gain vs random", "speed-up vs random"] + classes
+    head = ["variant", metric, "paired gain vs random", "convergence speed-up",
+            "speed-up to random's quality"] + classes
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for init in inits:
         mine = [r for r in rows if r["init"] == init and r["budget"] == budget
@@ -61,8 +64,10 @@ def table(rows: list[dict], budget: str, metric: str = "test_dice_mean") -> str:
             continue
         gain = "" if init == "random" else gain_cell(paired_differences(rows, init, budget, metric))
         speed = "" if init == "random" else speedup_cell(paired_speedups(rows, init, budget))
+        level = "" if init == "random" else level_speedup_cell(
+            paired_level_speedups(rows, init, budget))
         per_class = [f"{summary([r[f'test_dice_{c}'] for r in mine])[0]:.3f}" for c in classes]
-        lines.append("| " + " | ".join([init, _mean_cell([r[metric] for r in mine]), gain, speed]
+        lines.append("| " + " | ".join([init, _mean_cell([r[metric] for r in mine]), gain, speed, level]
                                         + per_class) + " |")
     return "\n".join(lines) + "\n"
 

@@ -16,3 +16,12 @@ class InputError(Exception):
         self.path = None if path is None else str(path)
         self.message = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class SettingError(InputError, ValueError):
+    """A setting out of its range, or settings that contradict each other.
+
+    Raised by typed configurations (e.g. :class:`sslunet.training.config.TrainingConfig`) when
+    they are built: the CLI reports it as one line (it is an :class:`InputError`), library
+    callers may catch it as the ``ValueError`` it also is.
+    """

@@ -68,8 +68,14 @@ def save_fake_model(model_dir: Path, plans: Plans, name: str, folds: dict[str, i
     config = plans.configuration(name)
     small = dataclasses.replace(config, features_per_stage=tuple(
         min(4 * 2 ** i, 16) for i in range(config.num_stages)))
-    plans = plans.replace(configurations={**plans.configurations, name: small},
-                          num_input_channels=channels)
+    # per-channel entries repeated: plans with inconsistent channel counts are refused
+    configs = {k: dataclasses.replace(c, normalization_schemes=c.normalization_schemes[:1]
+                                      * channels, use_mask_for_norm=c.use_mask_for_norm[:1]
+                                      * channels)
+               for k, c in {**plans.configurations, name: small}.items()}
+    plans = plans.replace(configurations=configs, num_input_channels=channels,
+                          channel_names={str(c): plans.channel_names["0"] for c in range(channels)},
+                          intensity_stats=plans.intensity_stats[:1] * channels)
     model_dir.mkdir(parents=True)
     plans.save(model_dir / "plans.json")
     for fold, seed in folds.items():

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,14 +72,38 @@ def _add_test_cases(paths):
         shutil.copy(raw / "labelsTr" / f"case_00{i}.nii.gz", raw / "labelsTs" / f"test_00{i}.nii.gz")
 
 
+@contextmanager
+def _simulated_failures():
+    """A pretraining and a fine-tuning that fail while running (what no up-front check of the
+    study's arguments can know; invalid arguments refuse the whole study instead)."""
+    import sslunet.ssl.pretrain as pretrain_mod
+    import sslunet.study.run as run_mod
+
+    original = run_mod._finetune_one
+
+    def failing_pretrain(*args, **kwargs):
+        raise RuntimeError("simulated pretraining failure")
+
+    def finetune_one(paths, opts, init, budget, fold, seed):
+        if budget == "2":
+            raise RuntimeError("simulated run failure")
+        return original(paths, opts, init, budget, fold, seed)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pretrain_mod, "pretrain", failing_pretrain)
+        m.setattr(run_mod, "_finetune_one", finetune_one)
+        yield
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     paths = tiny_home(tmp_path_factory, tmp_path_factory.mktemp("study") / "home")
     _add_test_cases(paths)
-    opts = StudyOptions(DATASET, "2d", inits=("random", "no_such_objective"),
-                        budgets=("1", "all", "99"), folds=("0",), seeds=(0,),
+    opts = StudyOptions(DATASET, "2d", inits=("random", "regression"),
+                        budgets=("1", "all", "2"), folds=("0",), seeds=(0,),
                         name="t", device="cpu", finetune_overrides=tiny_overrides())
-    out = run_study(paths, opts)
+    with _simulated_failures():
+        out = run_study(paths, opts)
     return paths, opts, out
 
 
@@ -93,8 +118,9 @@ def test_failing_runs_do_not_stop_the_others(study):
     rows = {(r["init"], r["budget"]): r for r in csv.DictReader(open(out / "study.csv"))}
     assert rows[("random", "1")]["status"] == "ok"
     assert rows[("random", "all")]["status"] == "ok"
-    assert rows[("random", "99")]["status"].startswith("failed")  # more than the fold has
-    assert rows[("no_such_objective", "1")]["status"].startswith("pretraining failed")
+    assert rows[("random", "2")]["status"].startswith("failed")
+    assert "simulated run failure" in rows[("random", "2")]["status"]
+    assert rows[("regression", "1")]["status"].startswith("pretraining failed")
     assert "Failed runs" in (out / "study.md").read_text()
 
 
@@ -122,7 +148,8 @@ def test_rerun_skips_finished_work(study):
     rows = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
     stamps = {r["run_dir"]: (paths.results / r["run_dir"] / "checkpoint_final.pt").stat().st_mtime_ns
               for r in rows}
-    run_study(paths, opts)
+    with _simulated_failures():
+        run_study(paths, opts)
     for run_dir, stamp in stamps.items():
         assert (paths.results / run_dir / "checkpoint_final.pt").stat().st_mtime_ns == stamp
     again = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]

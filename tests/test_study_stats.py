@@ -145,3 +145,23 @@ def test_study_md_and_csv_paths_are_relative_to_the_results_root(tmp_path):
     assert csv_rows[0]["run_dir"] == "D001/study/s/finetune/mae__2__seed0/fold_0"
     assert str(tmp_path) not in (study / "study.csv").read_text()
     assert json.loads((study / "runs.json").read_text())[0]["run_dir"] == rows[0]["run_dir"]
+
+
+def test_speedup_to_random_quality_per_pair():
+    from sslunet.study.paired import level_speedup_cell, paired_level_speedups
+
+    def row(init, seed, curve):
+        return {"init": init, "budget": "2", "fold": "0", "seed": seed, "status": "ok",
+                "pseudo_dice_curve": curve}
+
+    rows = [row("random", 0, [0.1, 0.3, 0.5, 0.6, 0.6]),   # level 0.57: reached at epoch 4
+            row("mae", 0, [0.3, 0.6, 0.7, 0.7, 0.7]),      # reaches 0.57 at epoch 2 -> 4/2
+            row("random", 1, [0.2, 0.4, 0.4, 0.4, 0.4]),   # level 0.38: epoch 2
+            row("mae", 1, [0.1, 0.1, 0.1, 0.39, 0.5]),     # epoch 4 -> 2/4
+            row("random", 2, [0.5, 0.5, 0.5, 0.5, 0.5]),   # level 0.475: epoch 1
+            row("mae", 2, [0.1, 0.1, 0.1, 0.1, 0.1])]      # never
+    ratios = paired_level_speedups(rows, "mae", "2")
+    assert ratios == [pytest.approx(2.0), pytest.approx(0.5), None]
+    # mean 1.25, sample std of (2.0, 0.5) = 1.06
+    assert level_speedup_cell(ratios) == "1.25x ± 1.06 (2/3 reached)"
+    assert level_speedup_cell([None]) == "never (0/1 reached)"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sslunet.cli._common import paths_from_env, run
+from sslunet.cli._common import nonnegative_int, paths_from_env, run, seed_int
+from sslunet.paths import check_writable_folder
 from sslunet.study.demo import FULL, QUICK, run_demo
 
 
@@ -18,12 +19,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--full", action="store_true",
                    help="long schedules and the full-width network (for a GPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=nonnegative_int, default=2,
+                   help="background augmentation processes (0: in the main process)")
+    p.add_argument("--seed", type=seed_int, default=0)
     args = p.parse_args(argv)
     settings, name = (FULL, "demo_full") if args.full else (QUICK, "demo")
-    run(lambda: run_demo(paths_from_env(), settings, args.device, args.num_workers, args.seed,
-                         name))
+
+    def go():
+        paths = paths_from_env()
+        for root in ("raw", "preprocessed", "results"):  # the demo writes into all three
+            check_writable_folder(getattr(paths, root), f"{root} root")
+        run_demo(paths, settings, args.device, args.num_workers, args.seed, name)
+
+    run(go)
 
 
 if __name__ == "__main__":

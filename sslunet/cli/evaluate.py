@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslunet.cli._common import run
+from sslunet.cli._common import positive_int, run
 
 EPILOG = """\
 Files are matched by name; every prediction needs a reference. Classes come from
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for summary.json and summary.csv (default: PRED)")
     parser.add_argument("--dataset-json", type=Path, default=None,
                         help="dataset.json whose 'labels' name the classes to score")
-    parser.add_argument("-np", "--num-processes", type=int, default=1,
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=1,
                         help="worker processes (default: 1)")
     parser.add_argument("--file-ending", default=".nii.gz",
                         help="only files ending in this are cases (default: .nii.gz)")
@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         from sslunet.evaluation.evaluate import evaluate_folders
+        from sslunet.paths import check_writable_folder
 
+        check_writable_folder(args.output if args.output is not None else args.pred,
+                              "output folder (-o, default: the prediction folder)")
         evaluate_folders(args.ref, args.pred, file_ending=args.file_ending,
                          num_processes=args.num_processes, output=args.output,
                          dataset_json=args.dataset_json, allow_missing=args.allow_missing)

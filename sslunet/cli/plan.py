@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sslunet.cli._common import paths_from_env, run
+from sslunet.cli._common import paths_from_env, positive_float, positive_int, run
 from sslunet.dataset.resolve import resolve_raw_dataset
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
 
@@ -22,17 +22,18 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["2d", "3d_fullres", "3d_lowres"],
                    help="configurations to plan and preprocess (3d_lowres only appears where "
                         "the full-resolution patch covers < 25%% of the median image)")
-    p.add_argument("--gpu-memory-gb", type=float, default=8.0,
+    p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0,
                    help="GPU memory budget the patch and batch sizes are planned for")
-    p.add_argument("--base-features", type=int, default=32,
+    p.add_argument("--base-features", type=positive_int, default=32,
                    help="feature maps of the first stage (doubling per stage; nnU-Net: 32). "
                         "Smaller values give much faster networks for CPU work")
-    p.add_argument("--max-features", type=int,
+    p.add_argument("--max-features", type=positive_int,
                    help="cap on feature maps per stage (default 320 in 3D, 512 in 2D)")
     p.add_argument("--target-spacing", type=float, nargs=3, metavar=("S0", "S1", "S2"),
                    help="full-resolution spacing in mm, slice axis first as the plan prints it "
                         "(default: derived as nnU-Net does); coarser spacing = faster training")
-    p.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes")
+    p.add_argument("-np", "--num-processes", type=positive_int, default=2,
+                   help="worker processes")
     p.add_argument("--overwrite", action="store_true",
                    help="re-plan (replacing plans.json and splits.json) and redo every case")
     p.add_argument("--verify-only", action="store_true",
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = paths_from_env()
         raw = resolve_raw_dataset(args.dataset, paths.raw)
         opts = PlanOptions(tuple(args.configurations), args.gpu_memory_gb,
-                           max(1, args.num_processes), args.overwrite, args.verify_only,
+                           args.num_processes, args.overwrite, args.verify_only,
                            not args.no_preprocess, args.include_test,
                            base_features=args.base_features, max_features=args.max_features,
                            target_spacing=args.target_spacing and tuple(args.target_spacing))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslunet.cli._common import paths_from_env, run
+from sslunet.cli._common import float_range, fold, nonnegative_int, paths_from_env, run
 
 EPILOG = """\
 Input: one file per channel, CASE_0000<ending>, CASE_0001<ending>, ... (the ending of the
@@ -38,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the masks (created; must not be inside the input folder)")
     p.add_argument("-d", "--dataset", help="dataset ID, name or folder name (to find its model)")
     p.add_argument("-m", "--model", type=Path, help="model folder (with fold_*) or fold folder")
-    p.add_argument("-f", "--folds", nargs="+",
+    p.add_argument("-f", "--folds", nargs="+", type=fold,
                    help="folds to ensemble, e.g. 0 1 2 or all (default: every finished fold)")
     p.add_argument("--checkpoint", choices=["final", "best"], default="final",
                    help="which checkpoint of each fold (default: final)")
-    p.add_argument("--step-size", type=float, default=0.5,
+    p.add_argument("--step-size", type=float_range(0.0, 1.0, low_open=True),
+                   default=0.5,
                    help="sliding-window step as a fraction of the patch (default: 0.5)")
     p.add_argument("--disable-tta", action="store_true",
                    help="no mirroring test-time augmentation (2^D times faster)")
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write CASE.npz with the class probabilities")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("-np", "--num-processes", type=int, default=2,
+    p.add_argument("-np", "--num-processes", type=nonnegative_int, default=2,
                    help="export worker processes (resampling back, writing); 0: one "
                         "background thread (default: 2)")
     return p
@@ -61,13 +62,16 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         from sslunet.inference.predict import PredictOptions, predict_folder
+        from sslunet.paths import check_writable_folder
 
+        paths = paths_from_env(verbose=args.model is None, check=args.model is None)
+        check_writable_folder(args.output, "output folder (-o)")
+        folds = tuple(str(f) for f in args.folds) if args.folds else None
         opts = PredictOptions(
-            args.input, args.output, args.dataset, args.model,
-            tuple(args.folds) if args.folds else None, args.checkpoint, args.step_size,
-            not args.disable_tta, args.save_probabilities, args.overwrite, args.device,
-            args.num_processes)
-        summary = predict_folder(paths_from_env(verbose=args.model is None), opts)
+            args.input, args.output, args.dataset, args.model, folds, args.checkpoint,
+            args.step_size, not args.disable_tta, args.save_probabilities, args.overwrite,
+            args.device, args.num_processes)
+        summary = predict_folder(paths, opts)
         print(f"{len(summary.predicted)} case(s) predicted, {len(summary.skipped)} skipped "
               f"(outputs already present); masks in {summary.output_dir}")
 

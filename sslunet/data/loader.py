@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
@@ -10,6 +11,7 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 
 from sslunet.data.augmentation import SeedPythonRandom, global_rng_scope
+from sslunet.utils.processes import die_with_parent
 
 
 def worker_seed(seed: int, worker: int) -> int:
@@ -83,7 +85,7 @@ class WorkerStream(BatchStream):
     ):
         steps = [SeedPythonRandom()] + ([] if transform is None else [transform])
         self._augmenter = MultiThreadedAugmenter(
-            dataloader,
+            _ParentBound(dataloader, os.getpid()),
             Compose(steps),
             num_processes=num_workers,
             num_cached_per_queue=num_cached_per_queue,
@@ -107,6 +109,38 @@ class WorkerStream(BatchStream):
             self._closed = True
             # batchgenerators' shutdown: stop producers, drain queues, join, terminate stragglers
             self._augmenter._finish()
+
+
+class _ParentBound:
+    """The data loader as a worker sees it: ``set_thread_id``, the first call batchgenerators
+    makes in a new worker, binds the worker to die with its parent (see
+    :func:`sslunet.utils.processes.die_with_parent`), so a training killed with ``kill -9``
+    leaves no augmentation workers behind. Everything else is passed through."""
+
+    _OWN = ("_dataloader", "_parent_pid")
+
+    def __init__(self, dataloader, parent_pid: int):
+        object.__setattr__(self, "_dataloader", dataloader)
+        object.__setattr__(self, "_parent_pid", parent_pid)
+
+    def set_thread_id(self, thread_id: int) -> None:
+        if os.getpid() != self._parent_pid:
+            die_with_parent(self._parent_pid)
+        self._dataloader.set_thread_id(thread_id)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._dataloader)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in self._OWN:
+            raise AttributeError(name)  # (un)pickling must not recurse
+        return getattr(self._dataloader, name)
+
+    def __setattr__(self, name: str, value) -> None:  # e.g. batchgenerators' was_initialized
+        setattr(self._dataloader, name, value)
 
 
 def make_loader(

@@ -120,14 +120,14 @@ def load_model(model_dir: Path, files: Sequence[Path], device: torch.device) -> 
     """
     networks, first, plans = [], None, None
     for f in files:
-        ckpt = load_checkpoint(f)
+        ckpt = load_checkpoint(f)  # checks the type of every field it knows that is present
         missing = [k for k in REQUIRED_KEYS if k not in ckpt]
         if missing or ckpt.get("kind", "finetune") != "finetune":
             raise InputError(f"not a fine-tuned segmentation model ({ckpt.get('kind')} "
                              f"checkpoint{', missing ' + ', '.join(missing) if missing else ''})",
                              f)
-        meta = (ckpt["plans"], ckpt["configuration"], int(ckpt["num_input_channels"]),
-                int(ckpt["num_classes"]))
+        meta = (ckpt["plans"], ckpt["configuration"], ckpt["num_input_channels"],
+                ckpt["num_classes"])
         if first is None:
             first = meta
             try:

@@ -25,6 +25,7 @@ names are re-exported here.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -59,6 +60,7 @@ from sslunet.preprocessing.preprocessor import preprocess_case, target_spacing_f
 from sslunet.preprocessing.resampling import checked_new_shape
 from sslunet.preprocessing.storage import CaseProperties
 from sslunet.training.runs import resolve_device
+from sslunet.utils.processes import die_with_parent
 
 # Endings accepted when the model does not record its dataset's file ending: single-file formats.
 FALLBACK_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -268,13 +270,15 @@ def _make_exporter(num_processes: int) -> Executor:
     # spawn, not fork: this process runs torch (and maybe CUDA) threads that a fork would copy
     # in an arbitrary state; workers then only run numpy, scipy and SimpleITK
     return ProcessPoolExecutor(num_processes, mp_context=get_context("spawn"),
-                               initializer=_ignore_sigint)
+                               initializer=_init_export_worker, initargs=(os.getpid(),))
 
 
-def _ignore_sigint() -> None:
+def _init_export_worker(parent_pid: int) -> None:
     # Ctrl-C is handled by the parent, which lets running exports finish (their writes are
     # atomic anyway) and stops the pool; workers would otherwise each print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a parent killed outright (kill -9) cannot stop the pool: the workers go with it
+    die_with_parent(parent_pid)
 
 
 def _collect(pending: deque[Future], bar: tqdm, keep: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sslunet.dataset.raw import load_raw_dataset
 from sslunet.errors import InputError
+from sslunet.paths import check_writable_folder
 from sslunet.planning.fingerprint import extract_fingerprint
 from sslunet.planning.planner import plan_experiment
 from sslunet.planning.plans import Fingerprint, Plans
@@ -90,6 +91,8 @@ def plan_and_preprocess(raw_dir: Path, preprocessed_root: Path,
     out = Path(preprocessed_root).resolve() / dataset.name
     if out == raw_dir or raw_dir in out.parents:
         raise InputError("the preprocessed folder must not be inside the raw dataset", out)
+    if not opts.verify_only:  # before the (long) checks and fingerprint, not after them
+        check_writable_folder(out, "preprocessed folder")
     counts = {s: len(dataset.cases_from(s)) for s in ("imagesTr", "imagesUnlabeled", "imagesTs")}
     _log(f"{dataset.name}: {counts['imagesTr']} labelled, {counts['imagesUnlabeled']} "
          f"unlabeled, {counts['imagesTs']} test cases, {dataset.num_channels} channel(s)")

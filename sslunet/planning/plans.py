@@ -9,6 +9,7 @@ nnU-Net v2. Spacings are in millimetres.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,56 @@ class ConfigurationPlan:
             out = [o * s for o, s in zip(out, stride)]
         return tuple(out)
 
+    def problems(self, num_input_channels: int) -> list[str]:
+        """What makes this configuration unusable (empty when it is consistent)."""
+        n, nd = self.num_stages, self.ndim
+        out = []
+        if nd not in (2, 3):
+            return [f"patch_size {self.patch_size} must have 2 (2d) or 3 (3d) entries"]
+        for name in ("spacing", "median_image_size"):
+            if len(getattr(self, name)) != nd:
+                out.append(f"{name} {getattr(self, name)} must have {nd} entries like patch_size")
+        if not all(_number(v) and v > 0 for v in self.spacing):
+            out.append(f"spacing {self.spacing} must be > 0 on every axis")
+        if not all(_int(v) and v >= 1 for v in self.patch_size):
+            out.append(f"patch_size {self.patch_size} must be integers >= 1")
+        if not _int(self.batch_size) or self.batch_size < 1:
+            out.append(f"batch_size {self.batch_size!r} must be an integer >= 1")
+        if n < 1 or not all(_int(v) and v >= 1 for v in self.features_per_stage):
+            out.append(f"features_per_stage {self.features_per_stage} must have at least one "
+                       "stage, each an integer >= 1")
+        for name, want in (("pool_op_kernel_sizes", n), ("conv_kernel_sizes", n),
+                           ("n_conv_per_stage_encoder", n), ("n_conv_per_stage_decoder", n - 1)):
+            if len(getattr(self, name)) != want:
+                out.append(f"{name} has {len(getattr(self, name))} entries but the "
+                           f"{n} stage(s) of features_per_stage need {want}")
+        for name in ("pool_op_kernel_sizes", "conv_kernel_sizes"):
+            for i, k in enumerate(getattr(self, name)):
+                if len(k) != nd or not all(_int(v) and v >= 1 for v in k):
+                    out.append(f"{name}[{i}] {k} must be {nd} integers >= 1")
+                elif name == "conv_kernel_sizes" and not all(v % 2 for v in k):
+                    out.append(f"conv_kernel_sizes[{i}] {k} must be odd")
+        for name in ("n_conv_per_stage_encoder", "n_conv_per_stage_decoder"):
+            if not all(_int(v) and v >= 1 for v in getattr(self, name)):
+                out.append(f"{name} {getattr(self, name)} must be integers >= 1")
+        if not out:
+            down = self.total_downsampling
+            bad = [a for a in range(nd) if self.patch_size[a] % down[a]]
+            if bad:
+                out.append(f"patch_size {self.patch_size} is not divisible by the total "
+                           f"downsampling {down} of pool_op_kernel_sizes (axis {bad[0]})")
+        for name in ("normalization_schemes", "use_mask_for_norm"):
+            if len(getattr(self, name)) != num_input_channels:
+                out.append(f"{name} has {len(getattr(self, name))} entries for "
+                           f"{num_input_channels} input channel(s)")
+        r = self.resampling
+        orders = (r.order_data, r.order_seg, r.order_z_data, r.order_z_seg)
+        if not all(_int(v) and 0 <= v <= 5 for v in orders):
+            out.append(f"resampling orders {orders} must be integers in 0..5")
+        if not _number(r.anisotropy_threshold) or r.anisotropy_threshold <= 0:
+            out.append(f"resampling.anisotropy_threshold {r.anisotropy_threshold} must be > 0")
+        return out
+
 
 @dataclass(frozen=True)
 class Plans:
@@ -172,13 +223,57 @@ class Plans:
     def replace(self, **changes) -> "Plans":
         return dataclasses.replace(self, **changes)
 
+    def problems(self) -> list[str]:
+        """What makes these plans unusable (empty when they are consistent); checked whenever
+        plans are read (``plans.json``, a checkpoint), so a hand edit that cannot work is
+        refused before any run folder is made."""
+        out = []
+        if not self.dataset_name or any(c in self.dataset_name for c in "/\\\0") or \
+                self.dataset_name in (".", ".."):
+            out.append(f"dataset_name {self.dataset_name!r} must be a plain folder name")
+        if not _int(self.num_input_channels) or self.num_input_channels < 1:
+            return out + [f"num_input_channels {self.num_input_channels!r} must be an integer "
+                          ">= 1"]
+        for name in ("channel_names", "intensity_stats"):
+            if len(getattr(self, name)) != self.num_input_channels:
+                out.append(f"{name} has {len(getattr(self, name))} entries for "
+                           f"{self.num_input_channels} input channel(s)")
+        values = list(self.labels.values())
+        if not values or not all(_int(v) and v >= 0 for v in values) or 0 not in values \
+                or len(set(values)) != len(values):
+            out.append(f"labels {self.labels} must map names to distinct integers >= 0 "
+                       "including 0 (background)")
+        dims = len(self.transpose_forward)
+        if sorted(self.transpose_forward) != list(range(dims)) or dims not in (2, 3) or \
+                [self.transpose_forward[a] for a in self.transpose_backward] != list(range(dims)):
+            out.append(f"transpose_forward {self.transpose_forward} and transpose_backward "
+                       f"{self.transpose_backward} must be inverse permutations of the axes")
+        if not _number(self.gpu_memory_gb) or self.gpu_memory_gb <= 0:
+            out.append(f"gpu_memory_gb {self.gpu_memory_gb!r} must be > 0")
+        if not self.configurations:
+            out.append("no configuration is planned")
+        for key, config in self.configurations.items():
+            if config.name != key:
+                out.append(f"configuration '{key}' is named '{config.name}'")
+            out += [f"configuration '{key}': {p}"
+                    for p in config.problems(self.num_input_channels)]
+        return out
+
+    def check(self) -> "Plans":
+        """``self`` if consistent; else a :class:`PlansError` with the first problem."""
+        found = self.problems()
+        if found:
+            raise PlansError(found[0] + (f" (and {len(found) - 1} more problem(s))"
+                                         if len(found) > 1 else ""))
+        return self
+
     def to_dict(self) -> dict:
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plans":
         _check_version(data, PLANS_VERSION, "plans")
-        return from_dict(cls, data)
+        return from_dict(cls, data).check()
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
@@ -200,10 +295,25 @@ def _load_versioned(cls, path: str | Path, expected: int):
         raise InputError("must contain a JSON object", path)
     _check_version(data, expected, path)
     try:
-        return from_dict(cls, data)
+        obj = from_dict(cls, data)
+        return obj.check() if hasattr(obj, "check") else obj
+    except PlansError as e:
+        raise InputError(f"{e}; fix it or re-run sslunet_plan with --overwrite", path) from None
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise InputError(f"cannot be read as {cls.__name__} ({e}); fix it or re-run "
                          "sslunet_plan with --overwrite", path) from None
+
+
+class PlansError(ValueError):
+    """Plans that parse but cannot work (see :meth:`Plans.problems`)."""
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_version(data: dict, expected: int, where) -> None:

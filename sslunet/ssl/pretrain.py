@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sslunet.errors import InputError
-from sslunet.paths import Paths
+from sslunet.paths import Paths, check_writable_folder
 from sslunet.preprocessing.storage import list_cases
 from sslunet.ssl.objectives import PretrainObjective, PretrainSetup, Stage, get_objective
 from sslunet.training.checkpoint import load_checkpoint, save_checkpoint
@@ -185,7 +185,7 @@ def _run_stage(objective: PretrainObjective, stage: Stage, cfg: TrainingConfig, 
     objective.set_stage(stage.name)
     out = run.run_dir / stage.folder if stage.folder else run.run_dir
     if stage.folder and (out / FINAL).exists():
-        load_weights(objective, load_checkpoint(out / FINAL))
+        load_weights(objective, load_checkpoint(out / FINAL, purpose="stage"))
         return out / FINAL
     if run.dist_ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +240,15 @@ def pretrain(paths: Paths, opts: PretrainOptions, dist_ctx: DistContext = DistCo
     objective = objective_cls.create(setup, opts.objective_options)
     stages = objective.stages()
     _check_run_dir(run_dir, stages, opts.continue_training)
-    cfg = training_config(objective_cls, opts)
+    check_writable_folder(run_dir, "pretraining folder")
+    cfg = training_config(objective_cls, opts)  # a bad setting stops here
+    if opts.continue_training:  # a damaged checkpoint stops before anything is written
+        for stage in stages:
+            folder = run_dir / stage.folder if stage.folder else run_dir
+            if stage.folder and (folder / FINAL).exists():
+                load_checkpoint(folder / FINAL, purpose="stage")
+            elif (folder / LATEST).exists():
+                load_checkpoint(folder / LATEST, purpose="resume")
     batch = cfg.batch_size or config.batch_size
     objective.check_batch_size(batch)
     device = resolve_device(opts.device, dist_ctx.local_rank)

@@ -19,7 +19,10 @@ from collections import defaultdict
 from statistics import mean, pstdev
 from typing import Callable, Iterable, Sequence
 
-from sslunet.study.paired import gain_cell, paired_differences, paired_speedups, speedup_cell
+from sslunet.study.paired import (
+    gain_cell, level_speedup_cell, paired_differences, paired_level_speedups, paired_speedups,
+    speedup_cell,
+)
 
 
 def convergence_epoch(curve: Sequence[float], fraction: float = 0.95) -> int | None:
@@ -143,7 +146,13 @@ def _convergence_tables(rows, inits, budgets, baseline: str | None) -> list[str]
         [i for i in inits if i != baseline], budgets,
         lambda i, b: speedup_cell(paired_speedups(rows, i, b, baseline)),
         f"Per pair of runs with the same fold and seed: (epoch_{baseline} + 1) / "
-        f"(epoch_init + 1); mean ± sample std (n - 1) over the pairs, n pairs.")
+        f"(epoch_init + 1); mean ± sample std (n - 1) over the pairs, n pairs.") + _grid(
+        f"speed-up to {baseline} init's quality (paired)",
+        [i for i in inits if i != baseline], budgets,
+        lambda i, b: level_speedup_cell(paired_level_speedups(rows, i, b, baseline)),
+        f"Per pair: epochs {baseline} init needs to reach 95% of its best validation "
+        f"pseudo-Dice, divided by the epochs the init needs to reach that same level (epochs "
+        f"counted from 1); mean ± sample std over the pairs that reached it.")
 
 
 def class_names(rows: list[dict], prefix: str = "") -> list[str]:

@@ -69,3 +69,45 @@ def speedup_cell(ratios: Sequence[float]) -> str:
         return "n/a"
     spread = "" if s is None else f" ± {s:.2f}"
     return f"{m:.2f}x{spread} (n={n})"
+
+
+def first_epoch_at(curve: Sequence, level: float) -> int | None:
+    """0-based index of the first finite value >= ``level``; None if the curve never gets there."""
+    return next((i for i, v in enumerate(curve) if _finite(v) and v >= level), None)
+
+
+def paired_level_speedups(rows: list[dict], init: str, budget: str, baseline: str = "random",
+                          fraction: float = 0.95) -> list[float | None]:
+    """Speed-up to the baseline's quality, per pair of runs with the same fold and seed.
+
+    The level is ``fraction`` x the baseline run's best validation pseudo-Dice; the speed-up is
+    ``(epochs the baseline needs to reach it) / (epochs the init needs)``, epochs counted from
+    1. Unlike the own-maximum criterion, a pretrained run that keeps improving past the
+    baseline is not penalised for it. None: the init never reached the level.
+    """
+    curves = {init: {}, baseline: {}}
+    for r in rows:
+        if r["init"] in curves and r["budget"] == budget and r.get("status") == "ok":
+            curves[r["init"]][(str(r.get("fold")), str(r.get("seed")))] = \
+                r.get("pseudo_dice_curve") or []
+    out: list[float | None] = []
+    for key, base in curves[baseline].items():
+        values = [v for v in base if _finite(v)]
+        if key not in curves[init] or not values or max(values) <= 0:
+            continue
+        level = fraction * max(values)
+        e_base, e_init = first_epoch_at(base, level), first_epoch_at(curves[init][key], level)
+        out.append(None if e_init is None else (e_base + 1) / (e_init + 1))
+    return out
+
+
+def level_speedup_cell(ratios: Sequence[float | None]) -> str:
+    """``2.00x ± 0.15 (3/3 reached)``: mean over the pairs whose init reached the level."""
+    reached = [r for r in ratios if r is not None]
+    if not ratios:
+        return "n/a"
+    if not reached:
+        return f"never (0/{len(ratios)} reached)"
+    m, s, _ = summary(reached)
+    spread = "" if s is None else f" ± {s:.2f}"
+    return f"{m:.2f}x{spread} ({len(reached)}/{len(ratios)} reached)"

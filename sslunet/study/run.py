@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from sslunet.errors import InputError
-from sslunet.paths import Paths
+from sslunet.paths import (
+    Paths, check_folder_name, check_inside, check_writable_folder,
+)
 from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
-from sslunet.training.finetune import FinetuneOptions, finetune
-from sslunet.training.runs import finetune_model_dir, fold_cases, preprocessed_dir, pretrain_dir
+from sslunet.training.finetune import FinetuneOptions, finetune, training_config
+from sslunet.training.runs import (
+    finetune_model_dir, fold_cases, init_tag, load_plans, preprocessed_dir, pretrain_dir,
+)
 from sslunet.utils.atomic import read_json, write_json
 
 
@@ -41,7 +45,8 @@ class StudyOptions:
 
     @property
     def study_name(self) -> str:
-        return self.name or f"{self.configuration}__{'-'.join(self.inits)}"
+        # checkpoint paths enter the default name as a short hash (never as path components)
+        return self.name or f"{self.configuration}__{'-'.join(init_tag(i) for i in self.inits)}"
 
 
 def _log(msg: str) -> None:
@@ -145,6 +150,7 @@ def run_study(paths: Paths, opts: StudyOptions,
               finetune_fn: Callable[..., Path] | None = None) -> Path:
     """Run the whole study; returns ``SSLUNET_RESULTS/<dataset>/study/<name>/``."""
     finetune_fn = finetune_fn or _finetune_one
+    check_study(paths, opts)
     pre = preprocessed_dir(paths, opts.dataset)
     out = study_dir(paths, opts)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +189,80 @@ def run_study(paths: Paths, opts: StudyOptions,
     write_outputs(out, rows, opts, pretrainings, paths.results)
     _log(f"study outputs: {out}")
     return out
+
+
+def check_study(paths: Paths, opts: StudyOptions) -> None:
+    """Refuse a study whose arguments cannot work, before anything runs or is written.
+
+    Runs fail one by one (and the study goes on) only for what cannot be known up front; an
+    unknown init, an unplanned configuration, a fold or label budget the splits do not have, a
+    study name that is not a plain folder name or a setting out of range stop the study here
+    (an :class:`InputError`, exit status 2 on the command line).
+    """
+    from sslunet.ssl.objectives import get_objective, list_objectives
+    from sslunet.ssl.pretrain import PretrainOptions
+    from sslunet.ssl.pretrain import training_config as pretrain_config
+    from sslunet.training.checkpoint import load_checkpoint
+    from sslunet.training.pretrained import check_compatible
+
+    config = load_plans(paths, opts.dataset).configuration(opts.configuration)
+    pre = preprocessed_dir(paths, opts.dataset)
+    check_folder_name(opts.study_name, "study name (--name)")
+    check_inside(paths.results, study_dir(paths, opts), "study folder")
+    for what, values in (("--inits", opts.inits), ("--labeled", opts.budgets),
+                         ("--folds", opts.folds), ("--seeds", opts.seeds)):
+        if not values:
+            raise InputError(f"{what}: give at least one value")
+    objectives = list_objectives()
+    for init in opts.inits:
+        if init == "random" or (is_objective(init) and init in objectives):
+            continue
+        if is_objective(init):
+            raise InputError(f"--inits: unknown init {init!r}; use 'random', a pretraining "
+                             f"objective ({', '.join(objectives)}) or a checkpoint path")
+        check_compatible(load_checkpoint(init, purpose="init"), config, Path(init))
+    for fold in opts.folds:
+        n_train = len(fold_cases(pre, "all" if fold == "all" else _fold_number(fold))[0])
+        for budget in opts.budgets:
+            n = _budget_number(budget)
+            if n is not None and not 1 <= n <= n_train:
+                raise InputError(f"--labeled {budget}: fold {fold} has {n_train} training "
+                                 f"case(s); budgets must be 1..{n_train} or 'all'")
+    if any(not isinstance(s, int) or s < 0 for s in opts.seeds):
+        raise InputError(f"--seeds must be integers >= 0, got {opts.seeds}")
+    if opts.convergence_budget is not None and opts.convergence_budget not in opts.budgets:
+        raise InputError(f"--convergence-budget {opts.convergence_budget} is not one of "
+                         f"--labeled {' '.join(opts.budgets)}")
+    for init in opts.inits:  # every run's training settings (a SettingError names the flag)
+        training_config(FinetuneOptions(opts.dataset, opts.configuration, seed=opts.seeds[0],
+                                        overrides=init_overrides(opts, init)),
+                        pretrained=init != "random")
+        if is_objective(init) and init != "random" and not (
+                pretrain_dir(paths, opts.dataset, init, opts.configuration)
+                / "checkpoint_final.pt").exists():
+            cls = get_objective(init)
+            cfg = pretrain_config(cls, PretrainOptions(opts.dataset, init, opts.configuration,
+                                                       overrides=dict(opts.pretrain_overrides)))
+            batch = cfg.batch_size or config.batch_size
+            if batch < cls.min_batch_size:
+                raise InputError(f"objective '{init}' needs --pretrain-batch-size >= "
+                                 f"{cls.min_batch_size}, got {batch}")
+    check_writable_folder(study_dir(paths, opts), "study folder")
+
+
+def _budget_number(budget: str) -> int | None:
+    try:
+        return _budget_n(budget)
+    except ValueError:
+        raise InputError(f"--labeled: {budget!r} is not a number of labelled volumes or 'all'") \
+            from None
+
+
+def _fold_number(fold: str) -> int:
+    try:
+        return int(fold)
+    except ValueError:
+        raise InputError(f"--folds: {fold!r} is not a fold number or 'all'") from None
 
 
 def _short(e: Exception) -> str:

@@ -7,7 +7,10 @@ never a subclass.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+
+from sslunet.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -40,16 +43,40 @@ class TrainingConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def __post_init__(self):
-        if self.epochs < 1 or self.iters_per_epoch < 1:
-            raise ValueError("epochs and iters_per_epoch must be >= 1")
-        if self.lr <= 0:
-            raise ValueError("lr must be > 0")
-        if self.freeze_encoder_epochs < 0 or self.freeze_encoder_epochs > self.epochs:
-            raise ValueError("freeze_encoder_epochs must be in [0, epochs]")
-        if not self.pretrained_lr_scale > 0:
-            raise ValueError("pretrained_lr_scale must be > 0")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}")
+        """Every field in its range (a :class:`SettingError` naming the CLI flag), so a bad
+        value stops a command before any run folder exists."""
+        def need(ok: bool, field: str, rule: str) -> None:
+            if not ok:
+                flag = "--" + field.replace("_", "-")
+                raise SettingError(f"{field} ({flag}) must be {rule}, got "
+                                   f"{getattr(self, field)!r}")
+
+        for name in ("epochs", "iters_per_epoch", "checkpoint_every"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("val_iters", "warmup_epochs", "num_workers", "seed",
+                     "freeze_encoder_epochs"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
+        need(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
+             "batch_size", "an integer >= 1")
+        need(_is_number(self.lr) and self.lr > 0, "lr", "> 0")
+        need(_is_number(self.pretrained_lr_scale) and self.pretrained_lr_scale > 0,
+             "pretrained_lr_scale", "> 0")
+        for name in ("momentum", "oversample_foreground", "ema_alpha"):
+            need(_is_number(getattr(self, name)) and 0 <= getattr(self, name) <= 1, name,
+                 "in [0, 1]")
+        for name in ("weight_decay", "poly_exponent", "grad_clip"):
+            need(_is_number(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
+        need(self.freeze_encoder_epochs <= self.epochs, "freeze_encoder_epochs",
+             f"in [0, epochs = {self.epochs}]")
+        need(self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def finetune_defaults(pretrained: bool) -> TrainingConfig:

@@ -16,7 +16,7 @@ from sslunet.data.loader import make_loader
 from sslunet.data.sampling import PatchDataLoader
 from sslunet.errors import InputError
 from sslunet.networks import build_network
-from sslunet.paths import Paths
+from sslunet.paths import Paths, check_writable_folder
 from sslunet.planning.plans import ConfigurationPlan
 from sslunet.training.checkpoint import load_checkpoint
 from sslunet.training.config import TrainingConfig, finetune_defaults, scaled_warmup
@@ -28,7 +28,7 @@ from sslunet.training.runs import (
     resolve_device,
 )
 from sslunet.training.segmentation import SegmentationModel
-from sslunet.training.trainer import Trainer
+from sslunet.training.trainer import CHECKPOINTS, Trainer
 from sslunet.utils.atomic import read_json, write_json
 
 
@@ -121,8 +121,12 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
         print(f"{run_dir} already finished; nothing to do", file=sys.stderr)
         return run_dir
     _check_run_dir(run_dir, opts.continue_training)
+    check_writable_folder(run_dir, "run folder")
     init_ckpt = resolve_init(paths, opts)
-    cfg = training_config(opts, init_ckpt is not None)
+    cfg = training_config(opts, init_ckpt is not None)  # a bad setting stops here
+    latest = run_dir / CHECKPOINTS["latest"]
+    if opts.continue_training and latest.exists():
+        load_checkpoint(latest, purpose="resume")  # a damaged one stops before any write
     device = resolve_device(opts.device, dist_ctx.local_rank)
     init_distributed(dist_ctx, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -130,7 +134,8 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
                             cfg.deep_supervision, seed=opts.seed)
     report = None
     if init_ckpt is not None:
-        report = load_pretrained(network, load_checkpoint(init_ckpt), config, init_ckpt)
+        report = load_pretrained(network, load_checkpoint(init_ckpt, purpose="init"), config,
+                                 init_ckpt)
     if dist_ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         plans.save(model_dir / "plans.json")

@@ -30,7 +30,8 @@ NEVER_LOADED = ("decoder.seg_layers.",)
 STEM_KEY = "encoder.stages.0.0.conv.weight"
 
 
-def _check_compatible(ckpt: dict, config: ConfigurationPlan, path: Path) -> None:
+def check_compatible(ckpt: dict, config: ConfigurationPlan, path: Path) -> None:
+    """A checkpoint trained for another configuration or architecture is an InputError."""
     theirs = ckpt.get("configuration")
     if theirs != config.name:
         raise InputError(f"checkpoint was trained for configuration '{theirs}', not "
@@ -58,7 +59,7 @@ def _adapt_stem(w: torch.Tensor, n_in: int) -> torch.Tensor:
 def load_pretrained(network: nn.Module, ckpt: dict, config: ConfigurationPlan,
                     path: Path) -> dict:
     """Copy the transferable tensors of ``ckpt`` into ``network``; return a report dict."""
-    _check_compatible(ckpt, config, path)
+    check_compatible(ckpt, config, path)
     source = ckpt["network_weights"]
     prefixes = tuple(ckpt.get("transferable_prefixes", ("encoder.", "decoder.")))
     target = network.state_dict()

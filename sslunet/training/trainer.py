@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sslunet.errors import InputError
 from sslunet.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sslunet.training.config import TrainingConfig
 from sslunet.training.distributed import DistContext, all_reduce_sum
@@ -107,11 +108,16 @@ class Trainer:
         path = self.path("latest")
         if not path.exists():
             return False
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(path, map_location=self.device, purpose="resume")
         weights = {f"network.{k}": v for k, v in ckpt["network_weights"].items()}
-        unwrap(self.model).load_state_dict({**weights, **ckpt["objective_weights"]})
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["grad_scaler"])
+        try:
+            unwrap(self.model).load_state_dict({**weights, **ckpt["objective_weights"]})
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
+        except (RuntimeError, ValueError, KeyError) as e:  # e.g. plans.json edited since
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise InputError(f"checkpoint does not fit this run's network or optimiser "
+                             f"({first}); delete the run folder to start over", path) from None
         self.epoch, self.ema, self.best = ckpt["epoch"], ckpt["ema_metric"], ckpt["best_metric"]
         set_rng_state(ckpt["rng"])
         self.log.truncate_metrics(self.epoch)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
+
+from sslunet.utils.processes import die_with_parent
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -28,7 +31,8 @@ def parallel_map(fn: Callable[[A], R], items: Sequence[A], num_processes: int,
             return out
         # fork is cheap and safe here: workers only run numpy/SimpleITK code
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(min(num_processes, len(items))) as pool:
+        with ctx.Pool(min(num_processes, len(items)), initializer=die_with_parent,
+                      initargs=(os.getpid(),)) as pool:
             out = []
             for r in pool.imap(fn, items, chunksize=1):
                 out.append(r)
