@@ -398,12 +398,13 @@ class Loader:  # the smallest batchgenerators-style data loader
     def __next__(self):
         return {"data": np.zeros((1, 1, 4, 4), np.float32)}
 
-stream = make_loader(Loader(), None, num_workers=2, seed=0)  # augmentation workers (fork)
-next(stream)
-pool = _make_exporter(1)  # export workers (spawn) and the resource tracker
-pool.submit(os.getpid).result()
-print("ready", flush=True)
-time.sleep(600)
+if __name__ == "__main__":  # (spawned workers import this file)
+    stream = make_loader(Loader(), None, num_workers=2, seed=0)  # augmentation workers (fork)
+    next(stream)
+    pool = _make_exporter(1)  # export workers (spawn) and the resource tracker
+    pool.submit(os.getpid).result()
+    print("ready", flush=True)
+    time.sleep(600)
 """
 
 

@@ -241,7 +241,7 @@ def test_global_loss_edge_cases():
 # local losses
 
 
-def _naive_local(e1, e2, tau, partition_ids=None, table=None):
+def _naive_local(e1, e2, tau, partition_ids=None, table=None, cross_image=False):
     b, r, _ = e1.shape
     z = torch.cat([e1, e2]).reshape(2 * b * r, -1)  # row (v * B + img) * R + region
     rows = [(v, i, k) for v in range(2) for i in range(b) for k in range(r)]
@@ -256,7 +256,8 @@ def _naive_local(e1, e2, tau, partition_ids=None, table=None):
             {c for c, (_, j, m) in enumerate(rows) if c != a and related(i, j) and m == k}
         )
         allowed = set(range(r)) - {k} if table is None else set(table[k].tolist()) - {k}
-        neg_sets.append({c for c, (_, j, m) in enumerate(rows) if related(i, j) and m in allowed})
+        neg_sets.append({c for c, (_, j, m) in enumerate(rows)
+                         if (related(i, j) and m in allowed) or (cross_image and not related(i, j))})
     return _naive_pair_loss(z, pos_sets, neg_sets, tau)
 
 
@@ -286,6 +287,22 @@ def test_local_loss_lr_matches_naive_loop(tau):
     assert table.tolist() == [[1, 2], [0, 2], [1, 3], [2, 4], [3, 2]]
     got = LocalContrastiveLoss(tau)(e1, e2, negative_table=table)
     assert got.item() == pytest.approx(_naive_local(e1, e2, tau, table=table), rel=1e-5)
+
+
+@pytest.mark.parametrize("use_table", [False, True])
+def test_local_loss_cross_image_negatives_match_naive_loop(use_table):
+    g = torch.Generator().manual_seed(13)
+    e1, e2 = torch.randn(3, 5, 4, generator=g), torch.randn(3, 5, 4, generator=g)
+    table = nearest_region_table(region_corners((5, 5), 1, (5, 1)), 2) if use_table else None
+    got = LocalContrastiveLoss(0.1, cross_image=True)(e1, e2, negative_table=table)
+    want = _naive_local(e1, e2, 0.1, table=table, cross_image=True)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    # more negatives can only raise each pair's loss
+    assert got.item() > LocalContrastiveLoss(0.1)(e1, e2, negative_table=table).item()
+    part = torch.tensor([0, 1, 0])
+    got = LocalContrastiveLoss(0.1, "LD", cross_image=True)(e1, e2, partition_ids=part)
+    want = _naive_local(e1, e2, 0.1, part.tolist(), cross_image=True)
+    assert got.item() == pytest.approx(want, rel=1e-5)
 
 
 def test_local_loss_ld_matches_naive_loop():

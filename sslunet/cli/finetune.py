@@ -8,9 +8,6 @@ import os
 from sslunet.cli._common import (
     fold, nonnegative_int, paths_from_env, positive_float, positive_int, run, seed_int,
 )
-from sslunet.dataset.resolve import resolve_dataset_name
-from sslunet.training.distributed import DistContext, shutdown_distributed
-from sslunet.training.finetune import FinetuneOptions, finetune
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def go():
+        # imported here: a bad argument is reported at once, without loading torch
+        from sslunet.dataset.resolve import resolve_dataset_name
+        from sslunet.training.distributed import DistContext, shutdown_distributed
+        from sslunet.training.finetune import FinetuneOptions, finetune
+
         paths = paths_from_env()
         dist_ctx = DistContext.from_environ(os.environ)
         name = resolve_dataset_name(args.dataset, [paths.preprocessed])

@@ -57,6 +57,10 @@ OBJECTIVE_FLAGS = {
                                           help="contrastive local stage: view 2 also mirrored, "
                                                "features mapped back (mirror, default), or "
                                                "intensity-only views as the paper")),
+    "local_negatives_from": ("--local-negatives-from", dict(
+        choices=["image", "batch"], help="contrastive local stage: negatives from the anchor's "
+                                         "own image (image, the paper) or also every region of "
+                                         "the batch's other images (batch)")),
     "region_size": ("--region-size", dict(type=positive_int,
                                           help="contrastive: local region edge (3)")),
     "reference": ("--reference", dict(help="refs: 'self' or another planned dataset (self)")),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ from sslunet.dataset.imageio import Geometry, read_header, read_sitk
 from sslunet.errors import InputError
 from sslunet.evaluation.metrics import EMPTY_MASK_NOTES, case_metrics, class_metrics
 from sslunet.utils.atomic import atomic_path, write_json
+from sslunet.utils.processes import die_with_parent
 
 CSV_COLUMNS = ("case", "class", "label", "dice", "hd95", "volume_ref_ml", "volume_pred_ml",
                "volume_diff_ml", "volume_diff_rel", "ref_empty", "pred_empty")
@@ -145,7 +147,8 @@ def _run_cases(tasks: list, num_processes: int) -> Iterator[dict]:
         yield from tqdm(map(_evaluate_case, tasks), total=len(tasks), desc="evaluating",
                         disable=None)
         return
-    pool = ProcessPoolExecutor(max_workers=num_processes)
+    pool = ProcessPoolExecutor(max_workers=num_processes, initializer=die_with_parent,
+                               initargs=(os.getpid(),))
     try:
         yield from tqdm(pool.map(_evaluate_case, tasks), total=len(tasks), desc="evaluating",
                         disable=None)

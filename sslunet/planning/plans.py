@@ -228,8 +228,7 @@ class Plans:
         plans are read (``plans.json``, a checkpoint), so a hand edit that cannot work is
         refused before any run folder is made."""
         out = []
-        if not self.dataset_name or any(c in self.dataset_name for c in "/\\\0") or \
-                self.dataset_name in (".", ".."):
+        if not _plain_name(self.dataset_name):
             out.append(f"dataset_name {self.dataset_name!r} must be a plain folder name")
         if not _int(self.num_input_channels) or self.num_input_channels < 1:
             return out + [f"num_input_channels {self.num_input_channels!r} must be an integer "
@@ -255,6 +254,9 @@ class Plans:
         for key, config in self.configurations.items():
             if config.name != key:
                 out.append(f"configuration '{key}' is named '{config.name}'")
+            for what, name in (("name", key), ("data_identifier", config.data_identifier)):
+                if not _plain_name(name):  # both become folder names
+                    out.append(f"configuration {what} {name!r} must be a plain folder name")
             out += [f"configuration '{key}': {p}"
                     for p in config.problems(self.num_input_channels)]
         return out
@@ -306,6 +308,12 @@ def _load_versioned(cls, path: str | Path, expected: int):
 
 class PlansError(ValueError):
     """Plans that parse but cannot work (see :meth:`Plans.problems`)."""
+
+
+def _plain_name(name) -> bool:
+    """One folder name: not empty, not . or .., no path separator or NUL."""
+    return isinstance(name, str) and name not in ("", ".", "..") and \
+        not any(c in name for c in "/\\\0")
 
 
 def _int(v) -> bool:

@@ -108,7 +108,7 @@ class Trainer:
         path = self.path("latest")
         if not path.exists():
             return False
-        ckpt = load_checkpoint(path, map_location=self.device, purpose="resume")
+        ckpt = load_checkpoint(path, map_location="cpu", purpose="resume")
         weights = {f"network.{k}": v for k, v in ckpt["network_weights"].items()}
         try:
             unwrap(self.model).load_state_dict({**weights, **ckpt["objective_weights"]})

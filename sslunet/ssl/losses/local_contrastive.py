@@ -150,6 +150,7 @@ def local_pair_masks(
     num_regions: int,
     partition_ids: torch.Tensor | None = None,
     negative_table: torch.Tensor | None = None,
+    cross_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair masks over all ``2 * B * R`` region embeddings of both views.
 
@@ -161,6 +162,9 @@ def local_pair_masks(
         num_regions: R.
         partition_ids: ``(B,)`` for L^D; None for L^R (only the two views of b are related).
         negative_table: optional ``(R, K)`` allowed negative regions per region.
+        cross_image: also use every region of every unrelated image as a negative (ours: the
+            same position in another slice is a hard negative that position alone cannot tell
+            apart, so the features must describe content).
 
     Returns:
         ``(pos, neg)``, both ``(2BR, 2BR)`` bool.
@@ -178,6 +182,8 @@ def local_pair_masks(
     # (2B, 1, 2B, 1) & (1, R, 1, R) -> (2B, R, 2B, R) -> (2BR, 2BR)
     pos = (related[:, None, :, None] & same_region[None, :, None, :]).reshape(2 * b * r, 2 * b * r)
     neg = (related[:, None, :, None] & region_neg[None, :, None, :]).reshape(2 * b * r, 2 * b * r)
+    if cross_image:  # (2B, 1, 2B, 1) -> (2B, R, 2B, R) -> (2BR, 2BR)
+        neg |= (~related)[:, None, :, None].expand(2 * b, r, 2 * b, r).reshape(2 * b * r, 2 * b * r)
     pos &= ~torch.eye(2 * b * r, dtype=torch.bool, device=device)
     return pos, neg
 
@@ -188,9 +194,11 @@ class LocalContrastiveLoss(nn.Module):
     Args:
         temperature: tau > 0 (paper: 0.1).
         variant: ``"LR"`` (random slices) or ``"LD"`` (partition-aware; needs partition_ids).
+        cross_image: regions of unrelated images are negatives too (see
+            :func:`local_pair_masks`); the paper compares regions within an image only.
     """
 
-    def __init__(self, temperature: float = 0.1, variant: str = "LR"):
+    def __init__(self, temperature: float = 0.1, variant: str = "LR", cross_image: bool = False):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -198,6 +206,7 @@ class LocalContrastiveLoss(nn.Module):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.temperature = float(temperature)
         self.variant = variant
+        self.cross_image = bool(cross_image)
 
     def forward(
         self,
@@ -222,10 +231,13 @@ class LocalContrastiveLoss(nn.Module):
                 f"e1, e2 must both be (B, R, D), got {tuple(e1.shape)}, {tuple(e2.shape)}"
             )
         b, r, d = e1.shape
-        if self.variant == "LD":
-            if partition_ids is None or partition_ids.shape != (b,):
-                raise ValueError("variant 'LD' needs partition_ids of shape (B,)")
-            pos, neg = local_pair_masks(b, r, partition_ids, negative_table)
+        batched = self.variant == "LD" or self.cross_image
+        if self.variant == "LD" and (partition_ids is None or partition_ids.shape != (b,)):
+            raise ValueError("variant 'LD' needs partition_ids of shape (B,)")
+        if batched:
+            parts = partition_ids.to(e1.device) if self.variant == "LD" else None
+            pos, neg = local_pair_masks(b, r, parts, negative_table, self.cross_image)
+            pos, neg = pos.to(e1.device), neg.to(e1.device)
             z = torch.cat([e1, e2], dim=0).reshape(2 * b * r, d)  # (2BR, D)
             logits = cosine_logits(z, z, self.temperature)  # (2BR, 2BR)
         else:
@@ -234,7 +246,7 @@ class LocalContrastiveLoss(nn.Module):
             z = torch.cat([e1, e2], dim=1)  # (B, 2R, D)
             logits = cosine_logits(z, z, self.temperature)  # (B, 2R, 2R)
             pos, neg = pos.to(z.device), neg.to(z.device)
-        count = int(pos.sum()) * (b if self.variant == "LR" else 1)
+        count = int(pos.sum()) * (1 if batched else b)
         if count == 0:
             return e1.sum() * 0.0
         return pair_loss_sum(logits, pos, neg) / count

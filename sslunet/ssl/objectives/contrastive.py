@@ -77,6 +77,7 @@ class ContrastiveOptions:
     proj_hidden: int = 1024
     crop_min: float = 0.5
     local_views: str = "mirror"  # "mirror" (ours, default) or "intensity" (the paper's)
+    local_negatives_from: str = "image"  # "image" (the paper's) or "batch": see LocalContrastiveLoss
 
     def __post_init__(self):
         if self.strategy not in ("GD", "GD-"):
@@ -88,6 +89,9 @@ class ContrastiveOptions:
         if not 0.0 < self.local_epochs_fraction < 1.0:
             raise ValueError(f"local_epochs_fraction must be in (0, 1), got "
                              f"{self.local_epochs_fraction}")
+        if self.local_negatives_from not in ("image", "batch"):
+            raise ValueError(f"local_negatives_from must be image or batch, got "
+                             f"{self.local_negatives_from!r}")
         if self.local_views not in ("mirror", "intensity"):
             raise ValueError(f"local_views must be mirror or intensity, got {self.local_views!r}")
         if self.local_negatives < 0 or not 0.0 < self.crop_min <= 1.0:
@@ -178,7 +182,8 @@ class ContrastiveObjective(PretrainObjective):
         table = nearest_region_table(corners, k) if 0 < k < len(corners) - 1 else None
         self.register_buffer("negative_table", table, persistent=False)
         self.global_loss = GlobalDomainContrastiveLoss(options.temperature, options.strategy)
-        self.local_loss = LocalContrastiveLoss(options.temperature, options.local_variant)
+        self.local_loss = LocalContrastiveLoss(options.temperature, options.local_variant,
+                                               options.local_negatives_from == "batch")
 
     # ------------------------------------------------------------------ stages
     def stages(self) -> tuple[Stage, ...]:
