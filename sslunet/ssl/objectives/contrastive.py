@@ -77,7 +77,7 @@ class ContrastiveOptions:
     proj_hidden: int = 1024
     crop_min: float = 0.5
     local_views: str = "mirror"  # "mirror" (ours, default) or "intensity" (the paper's)
-    local_negatives_from: str = "image"  # "image" (the paper's) or "batch": see LocalContrastiveLoss
+    local_negatives_from: str = "batch"  # "batch" (ours, default) or "image" (the paper)
 
     def __post_init__(self):
         if self.strategy not in ("GD", "GD-"):
