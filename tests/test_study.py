@@ -24,6 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
     ([0.2, 0.96, 0.5, 1.0], 1),             # an early spike that reaches 95% counts
     ([0.8, 0.8, 0.8], 0),                   # flat: converged at once
     ([0.0, 0.0], None),                     # never learned anything
+    ([0.019, 0.008, 0.0, 0.0], None),       # noise below 0.05: a collapse, not a convergence
     ([], None),
     ([float("nan"), 0.1, 0.2], 2),          # NaN epochs are skipped
     ([None, 0.5, 0.49], 1),

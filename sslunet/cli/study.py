@@ -35,13 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-iters", type=nonnegative_int, help="validation iterations per epoch "
                    "(the pseudo-Dice curve that convergence is measured on)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"],
-                   help="fine-tuning optimiser for every init (default: nnU-Net's SGD)")
+                   help="fine-tuning optimiser for every init (default: adamw)")
     p.add_argument("--lr", type=positive_float,
-                   help="fine-tuning learning rate for every init (default: 1e-2 from random "
-                        "init, 1e-3 with warm-up from pretrained weights, as nnU-Net)")
+                   help="fine-tuning learning rate for every init (default: 3e-3)")
     p.add_argument("--warmup-epochs", type=nonnegative_int,
-                   help="fine-tuning warm-up epochs for every init (default: 5%% of the epochs "
-                        "from pretrained weights, none from random init)")
+                   help="fine-tuning warm-up epochs for every init (default: 0)")
     p.add_argument("--freeze-encoder-epochs", type=nonnegative_int,
                    help="pretrained inits: encoder frozen for the first N fine-tuning epochs")
     p.add_argument("--pretrained-lr-scale", type=positive_float,

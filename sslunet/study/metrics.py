@@ -25,14 +25,20 @@ from sslunet.study.paired import (
 )
 
 
+# A run whose best pseudo-Dice stays below this never learned the task (e.g. it predicts only
+# background); 95% of its own noise-level maximum is no convergence.
+MIN_LEARNED = 0.05
+
+
 def convergence_epoch(curve: Sequence[float], fraction: float = 0.95) -> int | None:
-    """Index of the first value >= ``fraction`` x max(curve); None for an empty/zero curve.
+    """Index of the first value >= ``fraction`` x max(curve); None for an empty curve or one
+    whose maximum stays below ``MIN_LEARNED`` (the run never learned).
 
     Epochs are 0-based, as in ``metrics.jsonl``; a run that is at its best from the first epoch
     converges at epoch 0.
     """
     values = [v for v in curve if v is not None and not math.isnan(v)]
-    if not values or max(values) <= 0:
+    if not values or max(values) < MIN_LEARNED:
         return None
     target = fraction * max(values)
     for i, v in enumerate(curve):
