@@ -92,8 +92,9 @@ def test_cli_run_with_checkpoint_init_and_label_budget(tmp_path_factory, tmp_pat
     assert all(not k.startswith("decoder.seg_layers.") for k in report["loaded"])
     assert any(k.startswith("decoder.seg_layers.") for k in report["not_loaded"])
     training = json.loads((run_dir / "run_config.json").read_text())["training"]
-    # pretrained defaults: lr 1e-3, warm-up kept at 5% of the epochs (at least one)
-    assert training["lr"] == 1e-3 and training["warmup_epochs"] == 1 and training["epochs"] == 1
+    # pretrained defaults (docs/payoff.md): AdamW, lr 3e-3, no warm-up
+    assert training["optimizer"] == "adamw" and training["lr"] == 3e-3
+    assert training["warmup_epochs"] == 0 and training["epochs"] == 1
 
 
 def test_cli_num_labeled_above_available_exits_2(tmp_path_factory, tmp_path):
