@@ -4,8 +4,9 @@ Steps (each resumable; re-running a finished step does nothing):
 
     python benchmarks/acdc_protocol.py prepare      # derived raw dataset + plan + patient splits
     python benchmarks/acdc_protocol.py pretrain     # the pretrainings the study compares
+    python benchmarks/acdc_protocol.py screen       # recipes and objectives at 2 volumes
     python benchmarks/acdc_protocol.py study        # fine-tune grid, test scoring, tables, plots
-    python benchmarks/acdc_protocol.py all          # the three in order
+    python benchmarks/acdc_protocol.py all          # all of them in order
 
 Everything goes under ``$SSLUNET_HOME`` (or SSLUNET_RAW/PREPROCESSED/RESULTS), as for every
 sslunet command; the study's ``study.md``/``study.csv``/plots are then copied to
@@ -22,7 +23,11 @@ The protocol (Chaitanya et al. 2020, section 4.1 of ``shared/notes/seed-papers-m
   the data's nominal spacing is 1.5 mm: 2.8x fewer pixels) and 8 base features; the paper used
   1.37 mm and 16 base features. Dice is scored in each test volume's original geometry.
 - **Budgets** 1, 2, 8 labelled volumes and all (32 in fold 0), 3 seeds each (different labelled
-  subsets), one fine-tuning schedule for every init (see ``FINETUNE``).
+  subsets), one fine-tuning schedule for every init (see ``FINETUNE``; the optimiser is the
+  study's default for every init, AdamW lr 3e-3 without warm-up).
+- **Screen** (``screen``): at 2 labelled volumes and the same 3 seeds, fine-tuning recipes for a
+  pretrained init (``SCREEN``) and the objectives, each in its own study; the table pairs every
+  run with the random-init run of the same seed (``benchmarks/payoff_screen.py``).
 
 Our choices where the paper is silent or differs: both frames of a patient are separate volumes
 (the paper used ED only), so a 2-volume budget may be one patient's ED and ES; the fine-tuning
@@ -54,7 +59,14 @@ PLAN = ["-c", "2d", "--base-features", "8", "--target-spacing", "8", "2.5", "2.5
 PRETRAIN = {"epochs": "30", "iters_per_epoch": "50", "batch_size": "16"}
 # one fine-tuning schedule for every init: 20 x 25 = 500 iterations at batch 8
 FINETUNE = {"epochs": "20", "iters_per_epoch": "25", "batch_size": "8", "val_iters": "4"}
-INITS = ["random", "contrastive", "regression"]
+INITS = ["random", "mae", "contrastive"]
+# recipe screen for a pretrained init at 2 volumes: study name -> (inits, extra flags)
+SCREEN = {
+    "scr_plain": (["mae", "contrastive"], []),  # the random-init schedule, AdamW 3e-3
+    "scr_nnunet": (["mae"], ["--optimizer", "sgd", "--lr", "1e-3", "--warmup-epochs", "1"]),
+    "scr_freeze": (["mae"], ["--freeze-encoder-epochs", "5"]),
+    "scr_lrscale": (["mae"], ["--pretrained-lr-scale", "0.1"]),
+}
 BUDGETS = ["1", "2", "8", "all"]
 SEEDS = ["0", "1", "2"]
 STUDY_NAME = "acdc_protocol"
@@ -135,7 +147,29 @@ def pretrain(paths: Paths) -> None:
         sh("sslunet_pretrain", "-d", NAME, "-c", "2d", "-l", objective, *_flags(PRETRAIN), *cont)
 
 
+def screen(paths: Paths) -> None:
+    EXPORT.mkdir(parents=True, exist_ok=True)
+    sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", STUDY_NAME, "--inits", "random",
+       "--labeled", "2", "--seeds", *SEEDS, "--disable-tta", *_flags(FINETUNE))
+    for name, (inits, extra) in SCREEN.items():
+        sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", name, "--inits", *inits,
+           "--labeled", "2", "--seeds", *SEEDS, "--disable-tta", *_flags(FINETUNE), *extra)
+    sh(sys.executable, str(REPO / "benchmarks" / "payoff_screen.py"), "-d", NAME, "--baseline",
+       STUDY_NAME, "--studies", *SCREEN, "--budget", "2", "--out", str(EXPORT / "screen.md"))
+
+
+def reuse_screen_runs(paths: Paths) -> None:
+    """The plain-recipe screen ran the protocol's own 2-volume fine-tunings (same schedule,
+    seeds and cases): hard-link them into the protocol study instead of training them again."""
+    root = paths.results / NAME / "study"
+    for run in sorted((root / "scr_plain" / "finetune").glob("*__2d__2*")):
+        target = root / STUDY_NAME / "finetune" / run.name
+        if not target.exists():
+            shutil.copytree(run, target, copy_function=os.link)
+
+
 def study(paths: Paths) -> None:
+    reuse_screen_runs(paths)
     sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", STUDY_NAME, "--inits", *INITS,
        "--labeled", *BUDGETS, "--seeds", *SEEDS, "--disable-tta", "--convergence-budget", "2",
        *_flags(FINETUNE))
@@ -153,11 +187,11 @@ def export(paths: Paths) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("step", choices=["prepare", "pretrain", "study", "all", "export"])
+    p.add_argument("step", choices=["prepare", "pretrain", "screen", "study", "all", "export"])
     args = p.parse_args()
     paths = Paths.from_environ(os.environ)
-    steps = {"prepare": [prepare], "pretrain": [pretrain], "study": [study], "export": [export],
-             "all": [prepare, pretrain, study, export]}[args.step]
+    steps = {"prepare": [prepare], "pretrain": [pretrain], "screen": [screen], "study": [study],
+             "export": [export], "all": [prepare, pretrain, screen, study, export]}[args.step]
     for step in steps:
         step(paths)
 
