@@ -16,17 +16,16 @@ from batchgenerators.transforms.spatial_transforms import SpatialTransform
 
 from sslunet.data import (
     PatchDataLoader,
-    contrastive_view_transforms,
-    intensity_only_two_views,
     make_loader,
-    make_two_views,
     patch_size_before_augmentation,
     spatial_augmentation,
     training_transforms,
     use_dummy_2d,
     validation_transforms,
 )
-from sslunet.data.augmentation import resize_crop_axis
+from sslunet.ssl.two_views import (
+    contrastive_view_transforms, intensity_only_two_views, make_two_views, resize_crop_axis,
+)
 from sslunet.data.sampling import read_padded
 from sslunet.errors import InputError
 from sslunet.preprocessing.storage import CaseProperties, save_case

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslunet.data.augmentation import unmirror
+from sslunet.ssl.two_views import unmirror
 from sslunet.errors import InputError
 from sslunet.preprocessing.storage import CaseProperties, list_cases, save_case
 from sslunet.ssl.objectives import get_objective, list_objectives, register_objective

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from _tiny_dataset import DATASET, tiny_overrides, trained_home
-from sslunet.data.augmentation import make_two_views, unmirror
+from sslunet.ssl.two_views import make_two_views, unmirror
 from sslunet.training.config import TrainingConfig
 from sslunet.training.finetune import FinetuneOptions, finetune
 from sslunet.training.param_groups import finetune_groups

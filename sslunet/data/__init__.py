@@ -1,9 +1,6 @@
 """Training data pipeline: patch sampling, augmentation and background loading."""
 
 from sslunet.data.augmentation import (
-    contrastive_view_transforms,
-    intensity_only_two_views,
-    make_two_views,
     patch_size_before_augmentation,
     spatial_augmentation,
     training_transforms,
@@ -16,10 +13,7 @@ from sslunet.data.sampling import PatchDataLoader
 __all__ = [
     "BatchStream",
     "PatchDataLoader",
-    "contrastive_view_transforms",
-    "intensity_only_two_views",
     "make_loader",
-    "make_two_views",
     "patch_size_before_augmentation",
     "spatial_augmentation",
     "training_transforms",

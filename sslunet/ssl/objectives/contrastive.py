@@ -43,7 +43,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sslunet.data.augmentation import contrastive_view_transforms, unmirror
+from sslunet.ssl.two_views import contrastive_view_transforms, unmirror
 from sslunet.data.loader import BatchStream, make_loader
 from sslunet.errors import InputError
 from sslunet.ssl.losses import (

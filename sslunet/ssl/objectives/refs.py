@@ -35,14 +35,14 @@ from typing import Sequence
 import torch
 
 from sslunet.data.augmentation import (
-    contrastive_view_transforms, patch_size_before_augmentation, training_transforms,
-    validation_transforms,
+    patch_size_before_augmentation, training_transforms, validation_transforms,
 )
 from sslunet.data.loader import BatchStream, make_loader
 from sslunet.data.sampling import PatchDataLoader
 from sslunet.dataset.resolve import resolve_dataset_name
 from sslunet.errors import InputError
 from sslunet.networks import build_network
+from sslunet.ssl.two_views import contrastive_view_transforms
 from sslunet.preprocessing.storage import case_paths, list_cases
 from sslunet.ssl.losses import NTXentLoss, encoder_gradients, gradient_matching_loss
 from sslunet.ssl.objectives.base import (

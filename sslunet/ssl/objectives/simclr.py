@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sslunet.data.augmentation import contrastive_view_transforms
+from sslunet.ssl.two_views import contrastive_view_transforms
 from sslunet.data.loader import BatchStream
 from sslunet.ssl.losses import NTXentLoss
 from sslunet.ssl.objectives.base import (
