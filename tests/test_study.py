@@ -53,10 +53,10 @@ def test_table_reports_mean_std_gain_and_speedup():
          "dice_mean": None},
     ]
     agg = aggregate(rows)
-    assert agg[("random", "1")] == pytest.approx((0.6, 0.1, 2))
+    assert agg[("random", "1")] == pytest.approx((0.6, 0.1414, 2), abs=1e-4)  # sample std
     assert agg[("simclr", "1")][2] == 1  # the failed run is not averaged
     md = markdown_table(rows, ["random", "simclr"], ["1"])
-    assert "| random | 0.600 ± 0.100 (n=2) |" in md
+    assert "| random | 0.600 ± 0.141 (n=2) |" in md
     assert "| simclr | 0.800 (n=1) |" in md  # one run: no spread shown
     assert "| simclr | +0.300 (1/1 > 0) |" in md  # paired with seed 0 only: 0.8 - 0.5
     assert "| simclr | 2.00x (n=1) |" in md  # (9+1)/(4+1): epochs counted from 1

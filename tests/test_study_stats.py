@@ -47,12 +47,12 @@ def _cell(md: str, title: str, init: str) -> list[str]:
 def test_single_run_shows_n1_and_no_spread():
     md = markdown_table(_rows(), INITS, BUDGETS)
     assert _cell(md, "dice_mean (mean", "mae") == ["0.650 (n=1)", "n/a"]
-    # random N=2: 0.5, 0.6, 0.7 -> mean 0.6, population std sqrt(0.02 / 3) = 0.0816
-    assert _cell(md, "dice_mean (mean", "random") == ["0.600 ± 0.082 (n=3)",
+    # random N=2: 0.5, 0.6, 0.7 -> mean 0.6, sample std sqrt(0.02 / 2) = 0.100
+    assert _cell(md, "dice_mean (mean", "random") == ["0.600 ± 0.100 (n=3)",
                                                       "0.800 ± 0.000 (n=3)"]
     assert _cell(md, "convergence epoch", "mae") == ["3.0 (n=1)", "n/a"]
-    # random N=2 epochs 9, 9, 4: mean 7.33, population std sqrt(50 / 27) = 2.36
-    assert _cell(md, "convergence epoch", "random")[0] == "7.3 ± 2.4 (n=3)"
+    # random N=2 epochs 9, 9, 4: mean 7.33, sample std sqrt((50 / 9) / 2) = 2.89
+    assert _cell(md, "convergence epoch", "random")[0] == "7.3 ± 2.9 (n=3)"
 
 
 def test_paired_gain_mean_sample_std_and_positive_pairs():
@@ -121,8 +121,8 @@ def test_per_class_table_states_n_per_row():
     md = per_class_table(rows, INITS, BUDGETS)
     assert "| init | N | n | LV | RV |" in md
     assert "| mae | 2 | 1 | 0.650 | 0.325 |" in md  # single run: no spread, n in its column
-    # RV of seeds 1, 2: 0.30, 0.35 -> mean 0.325, population std 0.025, over 2 runs of 3
-    assert "| random | 2 | 3 | 0.600 ± 0.082 | 0.325 ± 0.025 (n=2) |" in md
+    # RV of seeds 1, 2: 0.30, 0.35 -> mean 0.325, sample std 0.035, over 2 runs of 3
+    assert "| random | 2 | 3 | 0.600 ± 0.100 | 0.325 ± 0.035 (n=2) |" in md
 
 
 def test_study_md_and_csv_paths_are_relative_to_the_results_root(tmp_path):

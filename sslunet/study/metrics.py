@@ -6,7 +6,7 @@ operationalisation (as suggested in the methods note): the first epoch at which 
 pseudo-Dice reaches 95% of its own maximum over the run; the speed-up of an init is the ratio
 ``(epoch_random + 1) / (epoch_init + 1)`` per pair of runs with the same fold and seed.
 
-Tables: mean ± population std over folds and seeds with the number of runs n (a single run
+Tables: mean ± sample std (n - 1) over folds and seeds with the number of runs n (a single run
 shows no spread); the gain over random init and the speed-up are paired per fold and seed (see
 :mod:`sslunet.study.paired`); the share of the all-labels Dice (Chaitanya et al. 2020, "within
 8% of the benchmark") is a ratio of means.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Callable, Iterable, Sequence
 
 from sslunet.study.paired import (
@@ -58,7 +58,7 @@ def _stats(values: Iterable[float | None]) -> tuple[float | None, float | None, 
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return None, None, 0
-    return mean(vals), pstdev(vals), len(vals)
+    return mean(vals), (stdev(vals) if len(vals) > 1 else 0.0), len(vals)
 
 
 def aggregate(rows: list[dict], metric: str = "dice_mean") -> dict:
@@ -98,7 +98,7 @@ def markdown_table(rows: list[dict], inits: list[str], budgets: list[str],
     agg = aggregate(rows, metric)
     lines = _grid(f"{metric} (mean ± std over folds and seeds, n finished runs)", inits,
                   budgets, lambda i, b: fmt_mean(*agg.get((i, b), _NONE)),
-                  "std: population std of the runs; a single run has none.")
+                  "std: sample std (n - 1) of the runs; a single run has none.")
     compare = baseline in inits and len(inits) > 1
     if compare:
         lines += _gain_table(rows, inits, budgets, metric, baseline)

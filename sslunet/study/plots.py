@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
 
 from sslunet.utils.atomic import atomic_path
 
@@ -48,7 +48,7 @@ def plot_dice_vs_labels(rows: list[dict], inits: list[str], path: Path,
         ns = sorted(by_n)
         all_ns.update(ns)
         means = [mean(by_n[n]) for n in ns]
-        stds = [pstdev(by_n[n]) for n in ns]
+        stds = [stdev(by_n[n]) if len(by_n[n]) > 1 else 0.0 for n in ns]
         ax.errorbar(ns, means, yerr=stds, marker="o", capsize=3, label=init)
     ax.set_xscale("log")
     # ticks at the budgets themselves, as plain numbers (not 2x10^0)
