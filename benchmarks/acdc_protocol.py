@@ -7,6 +7,7 @@ Steps (each resumable; re-running a finished step does nothing):
     python benchmarks/acdc_protocol.py screen       # recipes and objectives at 2 volumes
     python benchmarks/acdc_protocol.py study        # fine-tune grid, test scoring, tables, plots
     python benchmarks/acdc_protocol.py all          # all of them in order
+    python benchmarks/acdc_protocol.py gpu          # a GPU-scale slice (full width, 1.5 mm)
 
 Everything goes under ``$SSLUNET_HOME`` (or SSLUNET_RAW/PREPROCESSED/RESULTS), as for every
 sslunet command; the study's ``study.md``/``study.csv``/plots are then copied to
@@ -70,6 +71,8 @@ SCREEN = {
 BUDGETS = ["1", "2", "8", "all"]
 SEEDS = ["0", "1", "2"]
 STUDY_NAME = "acdc_protocol"
+GPU_NAME = "Dataset911_ACDCBenchGPU"
+GPU_OBJECTIVE = "mae"  # the best objective of the CPU screen (docs/payoff.md)
 EXPORT = REPO / "docs" / "results" / "acdc_cpu"
 
 
@@ -84,9 +87,9 @@ def test_patients(source: Path = SOURCE) -> list[str]:
     return sorted(patients[i] for i in order[:TEST_PATIENTS])
 
 
-def derive_raw(paths: Paths, source: Path = SOURCE) -> Path:
+def derive_raw(paths: Paths, source: Path = SOURCE, name: str = NAME) -> Path:
     """Write the derived raw dataset (copies; the shared folder is read-only)."""
-    out = paths.raw / NAME
+    out = paths.raw / name
     if (out / "dataset.json").exists():
         return out
     tmp = out.with_name(out.name + ".tmp")
@@ -102,7 +105,7 @@ def derive_raw(paths: Paths, source: Path = SOURCE) -> Path:
         shutil.copyfile(img, tmp / f"images{split}" / img.name)
         shutil.copyfile(source / "labelsTr" / f"{case}.nii.gz", tmp / f"labels{split}" / f"{case}.nii.gz")
     ds = read_json(source / "dataset.json")
-    ds.update(name=NAME, numTraining=n_train,
+    ds.update(name=name, numTraining=n_train,
               description=ds.get("description", "") + f"; benchmark split: {TEST_PATIENTS} test "
               f"patients drawn with seed {SPLIT_SEED} (benchmarks/acdc_protocol.py)")
     write_json(tmp / "dataset.json", ds)
@@ -110,9 +113,9 @@ def derive_raw(paths: Paths, source: Path = SOURCE) -> Path:
     return out
 
 
-def write_patient_splits(paths: Paths) -> None:
+def write_patient_splits(paths: Paths, name: str = NAME) -> None:
     """5 folds over patients (both frames of a patient always on the same side)."""
-    pre = paths.preprocessed / NAME
+    pre = paths.preprocessed / name
     cases = sorted({i for s in read_json(pre / "splits.json") for i in s["train"] + s["val"]})
     by_patient: dict[str, list[str]] = {}
     for c in cases:
@@ -175,6 +178,21 @@ def study(paths: Paths) -> None:
        *_flags(FINETUNE))
 
 
+def gpu_slice(paths: Paths) -> None:
+    """A GPU-scale slice (issue 9, part 6): full resolution (1.5 mm) and width (32 base
+    features), 3000 pretraining iterations of the best objective of the CPU screen, then random
+    vs that init at 2 labelled volumes, 3 seeds, 1000 fine-tuning iterations each; about 10
+    minutes on one recent GPU (not yet measured: no GPU was lent to the session that wrote it).
+    Resumable like every study."""
+    raw = derive_raw(paths, name=GPU_NAME)
+    sh("sslunet_plan", "-d", str(raw), "-c", "2d")
+    write_patient_splits(paths, GPU_NAME)
+    sh("sslunet_study", "-d", GPU_NAME, "-c", "2d", "--name", "gpu_slice", "--inits", "random",
+       GPU_OBJECTIVE, "--labeled", "2", "--seeds", *SEEDS, "--device", "cuda",
+       "--pretrain-epochs", "30", "--pretrain-iters-per-epoch", "100", "--epochs", "20",
+       "--iters-per-epoch", "50", "--val-iters", "10", "--convergence-budget", "2")
+
+
 def export(paths: Paths) -> None:
     src = paths.results / NAME / "study" / STUDY_NAME
     EXPORT.mkdir(parents=True, exist_ok=True)
@@ -187,11 +205,13 @@ def export(paths: Paths) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("step", choices=["prepare", "pretrain", "screen", "study", "all", "export"])
+    p.add_argument("step", choices=["prepare", "pretrain", "screen", "study", "all", "export",
+                                    "gpu"])
     args = p.parse_args()
     paths = Paths.from_environ(os.environ)
     steps = {"prepare": [prepare], "pretrain": [pretrain], "screen": [screen], "study": [study],
-             "export": [export], "all": [prepare, pretrain, screen, study, export]}[args.step]
+             "export": [export], "all": [prepare, pretrain, screen, study, export],
+             "gpu": [gpu_slice]}[args.step]
     for step in steps:
         step(paths)
 
