@@ -53,22 +53,23 @@ def summary(values: Sequence[float]) -> tuple[float | None, float | None, int]:
     return mean(values), (stdev(values) if len(values) > 1 else None), len(values)
 
 
-def gain_cell(diffs: Sequence[float]) -> str:
-    """``+0.052 ± 0.020 (3/3 > 0)``; one pair has no spread: ``+0.052 (1/1 > 0)``."""
-    m, s, n = summary(diffs)
+def _cell(values: Sequence[float], mean_fmt: str, std_fmt: str, unit: str, tail) -> str:
+    """``<mean><unit> ± <std> (<tail(n)>)``; no spread for a single value; n/a for none."""
+    m, s, n = summary(values)
     if m is None:
         return "n/a"
-    spread = "" if s is None else f" ± {s:.3f}"
-    return f"{m:+.3f}{spread} ({sum(d > 0 for d in diffs)}/{n} > 0)"
+    spread = "" if s is None else f" ± {s:{std_fmt}}"
+    return f"{m:{mean_fmt}}{unit}{spread} ({tail(n)})"
+
+
+def gain_cell(diffs: Sequence[float]) -> str:
+    """``+0.052 ± 0.020 (3/3 > 0)``; one pair has no spread: ``+0.052 (1/1 > 0)``."""
+    return _cell(diffs, "+.3f", ".3f", "", lambda n: f"{sum(d > 0 for d in diffs)}/{n} > 0")
 
 
 def speedup_cell(ratios: Sequence[float]) -> str:
     """``2.00x ± 0.15 (n=3)``; one pair: ``2.00x (n=1)``."""
-    m, s, n = summary(ratios)
-    if m is None:
-        return "n/a"
-    spread = "" if s is None else f" ± {s:.2f}"
-    return f"{m:.2f}x{spread} (n={n})"
+    return _cell(ratios, ".2f", ".2f", "x", lambda n: f"n={n}")
 
 
 def first_epoch_at(curve: Sequence, level: float) -> int | None:
@@ -104,10 +105,6 @@ def paired_level_speedups(rows: list[dict], init: str, budget: str, baseline: st
 def level_speedup_cell(ratios: Sequence[float | None]) -> str:
     """``2.00x ± 0.15 (3/3 reached)``: mean over the pairs whose init reached the level."""
     reached = [r for r in ratios if r is not None]
-    if not ratios:
-        return "n/a"
-    if not reached:
+    if ratios and not reached:
         return f"never (0/{len(ratios)} reached)"
-    m, s, _ = summary(reached)
-    spread = "" if s is None else f" ± {s:.2f}"
-    return f"{m:.2f}x{spread} ({len(reached)}/{len(ratios)} reached)"
+    return _cell(reached, ".2f", ".2f", "x", lambda n: f"{n}/{len(ratios)} reached")
