@@ -127,7 +127,11 @@ def write_patient_splits(paths: Paths, name: str = NAME) -> None:
 
 
 def sh(*args: str) -> None:
+    """Run a command; ``sslunet_X`` runs as ``python -m sslunet.cli.X`` with this interpreter,
+    so the script works without an activated virtual environment."""
     print("+ " + " ".join(args), flush=True)
+    if args[0].startswith("sslunet_"):
+        args = (sys.executable, "-m", f"sslunet.cli.{args[0][len('sslunet_'):]}", *args[1:])
     subprocess.run(args, check=True)
 
 
