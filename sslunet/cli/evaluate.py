@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sslunet.cli._common import positive_int, run
+from sslunet.paths import check_writable_folder
 
 EPILOG = """\
 Files are matched by name; every prediction needs a reference. Classes come from
@@ -53,7 +54,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         from sslunet.evaluation.evaluate import evaluate_folders
-        from sslunet.paths import check_writable_folder
 
         check_writable_folder(args.output if args.output is not None else args.pred,
                               "output folder (-o, default: the prediction folder)")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sslunet.cli._common import float_range, fold, nonnegative_int, paths_from_env, run
+from sslunet.paths import check_writable_folder
 
 EPILOG = """\
 Input: one file per channel, CASE_0000<ending>, CASE_0001<ending>, ... (the ending of the
@@ -62,7 +63,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         from sslunet.inference.predict import PredictOptions, predict_folder
-        from sslunet.paths import check_writable_folder
 
         paths = paths_from_env(verbose=args.model is None, check=args.model is None)
         check_writable_folder(args.output, "output folder (-o)")
