@@ -4,8 +4,10 @@ Steps (each resumable; re-running a finished step does nothing):
 
     python benchmarks/acdc_protocol.py prepare      # derived raw dataset + plan + patient splits
     python benchmarks/acdc_protocol.py pretrain     # the pretrainings the study compares
-    python benchmarks/acdc_protocol.py screen       # recipes and objectives at 2 volumes
+    python benchmarks/acdc_protocol.py screen       # fine-tuning recipes at 2 volumes
     python benchmarks/acdc_protocol.py study        # fine-tune grid, test scoring, tables, plots
+    python benchmarks/acdc_protocol.py objectives   # regression, simclr, G^D alone at 2 volumes
+    python benchmarks/acdc_protocol.py curve        # mae pretrained 500 / 1500 / 4500 iterations
     python benchmarks/acdc_protocol.py all          # all of them in order
     python benchmarks/acdc_protocol.py gpu          # a GPU-scale slice (full width, 1.5 mm)
 
@@ -26,9 +28,12 @@ The protocol (Chaitanya et al. 2020, section 4.1 of ``shared/notes/seed-papers-m
 - **Budgets** 1, 2, 8 labelled volumes and all (32 in fold 0), 3 seeds each (different labelled
   subsets), one fine-tuning schedule for every init (see ``FINETUNE``; the optimiser is the
   study's default for every init, AdamW lr 3e-3 without warm-up).
-- **Screen** (``screen``): at 2 labelled volumes and the same 3 seeds, fine-tuning recipes for a
-  pretrained init (``SCREEN``) and the objectives, each in its own study; the table pairs every
-  run with the random-init run of the same seed (``benchmarks/payoff_screen.py``).
+- **Screens** at 2 labelled volumes and the same 3 seeds, each in its own study, every run paired
+  with the random-init run of the same seed (``benchmarks/payoff_screen.py``): fine-tuning
+  recipes for a pretrained init (``screen``, ``SCREEN``); the objectives not in the grid
+  (``objectives``: regression, simclr, and G^D alone = the global stage of ``contrastive``);
+  the length of ``mae`` pretraining (``curve``, each length in its own results root).
+  ``study --budgets 2`` runs the grid's 2-volume column first, which the screens pair with.
 
 Our choices where the paper is silent or differs: both frames of a patient are separate volumes
 (the paper used ED only), so a 2-volume budget may be one patient's ED and ES; the fine-tuning
@@ -61,6 +66,12 @@ PRETRAIN = {"epochs": "30", "iters_per_epoch": "50", "batch_size": "16"}
 # one fine-tuning schedule for every init: 20 x 25 = 500 iterations at batch 8
 FINETUNE = {"epochs": "20", "iters_per_epoch": "25", "batch_size": "8", "val_iters": "4"}
 INITS = ["random", "mae", "contrastive"]
+# objective screen at 2 volumes (issue 9: the best two of simclr, G^D alone, regression, mae);
+# G^D alone is the global stage of the `contrastive` pretraining (its first 750 iterations)
+SCREEN_OBJECTIVES = ["regression", "simclr"]
+GD_ONLY = "contrastive__2d/stage1_global/checkpoint_final.pt"
+# pretraining-length curve of `mae` (iterations at batch 16; 1500 is PRETRAIN's)
+CURVE_ITERS = [500, 4500]
 # recipe screen for a pretrained init at 2 volumes: study name -> (inits, extra flags)
 SCREEN = {
     "scr_plain": (["mae", "contrastive"], []),  # the random-init schedule, AdamW 3e-3
@@ -126,13 +137,13 @@ def write_patient_splits(paths: Paths, name: str = NAME) -> None:
     write_json(pre / "splits.json", splits)
 
 
-def sh(*args: str) -> None:
+def sh(*args: str, env: dict | None = None) -> None:
     """Run a command; ``sslunet_X`` runs as ``python -m sslunet.cli.X`` with this interpreter,
     so the script works without an activated virtual environment."""
     print("+ " + " ".join(args), flush=True)
     if args[0].startswith("sslunet_"):
         args = (sys.executable, "-m", f"sslunet.cli.{args[0][len('sslunet_'):]}", *args[1:])
-    subprocess.run(args, check=True)
+    subprocess.run(args, check=True, env=env)
 
 
 def prepare(paths: Paths) -> None:
@@ -145,13 +156,20 @@ def _flags(d: dict, prefix: str = "") -> list[str]:
     return [x for k, v in d.items() for x in (f"--{prefix}{k.replace('_', '-')}", v)]
 
 
-def pretrain(paths: Paths) -> None:
-    for objective in [i for i in INITS if i != "random"]:
-        done = paths.results / NAME / "pretrain" / f"{objective}__2d" / "checkpoint_final.pt"
-        if done.exists():
-            continue
+def _pretrain(results: Path, objective: str, budget: dict) -> Path:
+    """One pretraining (continued when interrupted) under ``results``; its final checkpoint."""
+    done = results / NAME / "pretrain" / f"{objective}__2d" / "checkpoint_final.pt"
+    if not done.exists():
         cont = ["--continue"] if done.parent.exists() else []
-        sh("sslunet_pretrain", "-d", NAME, "-c", "2d", "-l", objective, *_flags(PRETRAIN), *cont)
+        env = {**os.environ, "SSLUNET_RESULTS": str(results)}
+        sh("sslunet_pretrain", "-d", NAME, "-c", "2d", "-l", objective, *_flags(budget), *cont,
+           env=env)
+    return done
+
+
+def pretrain(paths: Paths, objectives: list[str] | None = None) -> None:
+    for objective in objectives or [i for i in INITS if i != "random"]:
+        _pretrain(paths.results, objective, PRETRAIN)
 
 
 def screen(paths: Paths) -> None:
@@ -165,6 +183,38 @@ def screen(paths: Paths) -> None:
        STUDY_NAME, "--studies", *SCREEN, "--budget", "2", "--out", str(EXPORT / "screen.md"))
 
 
+def objectives(paths: Paths) -> None:
+    """The objective screen at 2 volumes: regression, simclr and G^D alone, paired with the
+    protocol study's random-init runs (run ``study --budgets 2`` or ``study`` first)."""
+    pretrain(paths, SCREEN_OBJECTIVES)
+    gd = paths.results / NAME / "pretrain" / GD_ONLY
+    sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", "scr_objectives", "--inits",
+       *SCREEN_OBJECTIVES, str(gd), "--labeled", "2", "--seeds", *SEEDS, "--disable-tta",
+       *_flags(FINETUNE))
+    sh(sys.executable, str(REPO / "benchmarks" / "payoff_screen.py"), "-d", NAME, "--baseline",
+       STUDY_NAME, "--studies", STUDY_NAME, "scr_objectives", "--budget", "2",
+       "--out", str(EXPORT / "objectives.md"))
+
+
+def curve_results(paths: Paths, iters: int) -> Path:
+    """Results root of the ``mae`` pretraining of ``iters`` iterations (one root per length,
+    because a dataset holds one pretraining per objective)."""
+    return paths.results.parent / f"{paths.results.name}_mae{iters}"
+
+
+def curve(paths: Paths) -> None:
+    """Dice gain at 2 volumes against the length of `mae` pretraining (issue 9, H5): 500 and
+    4500 iterations beside PRETRAIN's 1500, same batch and everything else."""
+    per_epoch = int(PRETRAIN["iters_per_epoch"])
+    ckpts = [str(_pretrain(curve_results(paths, n), "mae",
+                           {**PRETRAIN, "epochs": str(n // per_epoch)})) for n in CURVE_ITERS]
+    sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", "pretrain_length", "--inits", *ckpts,
+       "--labeled", "2", "--seeds", *SEEDS, "--disable-tta", *_flags(FINETUNE))
+    sh(sys.executable, str(REPO / "benchmarks" / "payoff_screen.py"), "-d", NAME, "--baseline",
+       STUDY_NAME, "--studies", STUDY_NAME, "pretrain_length", "--budget", "2",
+       "--out", str(EXPORT / "pretrain_length.md"))
+
+
 def reuse_screen_runs(paths: Paths) -> None:
     """The plain-recipe screen ran the protocol's own 2-volume fine-tunings (same schedule,
     seeds and cases): hard-link them into the protocol study instead of training them again."""
@@ -175,11 +225,11 @@ def reuse_screen_runs(paths: Paths) -> None:
             shutil.copytree(run, target, copy_function=os.link)
 
 
-def study(paths: Paths) -> None:
+def study(paths: Paths, budgets: list[str] | None = None, inits: list[str] | None = None) -> None:
     reuse_screen_runs(paths)
-    sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", STUDY_NAME, "--inits", *INITS,
-       "--labeled", *BUDGETS, "--seeds", *SEEDS, "--disable-tta", "--convergence-budget", "2",
-       *_flags(FINETUNE))
+    sh("sslunet_study", "-d", NAME, "-c", "2d", "--name", STUDY_NAME, "--inits", *(inits or INITS),
+       "--labeled", *(budgets or BUDGETS), "--seeds", *SEEDS, "--disable-tta",
+       "--convergence-budget", "2", *_flags(FINETUNE))
 
 
 def gpu_slice(paths: Paths) -> None:
@@ -209,12 +259,19 @@ def export(paths: Paths) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("step", choices=["prepare", "pretrain", "screen", "study", "all", "export",
-                                    "gpu"])
+    p.add_argument("step", choices=["prepare", "pretrain", "screen", "objectives", "curve",
+                                    "study", "all", "export", "gpu"])
+    p.add_argument("--budgets", nargs="+", choices=BUDGETS,
+                   help="study step: only these label budgets (the full grid by default)")
+    p.add_argument("--inits", nargs="+", choices=INITS,
+                   help="study step: only these inits (all of INITS by default)")
     args = p.parse_args()
     paths = Paths.from_environ(os.environ)
-    steps = {"prepare": [prepare], "pretrain": [pretrain], "screen": [screen], "study": [study],
-             "export": [export], "all": [prepare, pretrain, screen, study, export],
+    run_study = lambda paths: study(paths, args.budgets, args.inits)  # noqa: E731
+    steps = {"prepare": [prepare], "pretrain": [pretrain], "screen": [screen],
+             "objectives": [objectives], "curve": [curve], "study": [run_study],
+             "export": [export],
+             "all": [prepare, pretrain, screen, run_study, objectives, curve, export],
              "gpu": [gpu_slice]}[args.step]
     for step in steps:
         step(paths)
