@@ -47,14 +47,14 @@ from sslunet.inference.predictor import inference_config, network_predictor, pre
 from sslunet.inference.sliding_window import compute_tile_starts
 from sslunet.networks import build_network
 from sslunet.paths import Paths
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.storage import list_cases, load_case
 from sslunet.training.config import finetune_defaults
 from sslunet.training.finetune import make_loader_factory
-from sslunet.training.runs import resolve_device
 from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json
+from sslunet.utils.device import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def generate_and_plan(home: Path, configurations: tuple[str, ...], num_cases: in
 
 def load_planned(spec: str) -> tuple[Plans, Path]:
     from sslunet.dataset.resolve import resolve_dataset_name
-    from sslunet.training.runs import load_plans, preprocessed_dir
+    from sslunet.preprocessing.storage import load_plans, preprocessed_dir
 
     paths = Paths.from_environ(os.environ)
     name = resolve_dataset_name(spec, [paths.preprocessed])

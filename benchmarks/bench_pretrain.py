@@ -31,16 +31,22 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import (generate_and_plan, load_planned, machine_info,  # noqa: E402
-                          run_and_report, scaled, time_train_steps)
+from bench_engine import (  # noqa: E402
+    generate_and_plan,
+    load_planned,
+    machine_info,
+    run_and_report,
+    scaled,
+    time_train_steps,
+)
 
 from sslunet.errors import InputError  # noqa: E402
 from sslunet.paths import Paths  # noqa: E402
 from sslunet.preprocessing.storage import list_cases  # noqa: E402
 from sslunet.ssl.objectives import PretrainSetup, get_objective, list_objectives  # noqa: E402
 from sslunet.ssl.pretrain import SOURCES, PretrainOptions, training_config  # noqa: E402
-from sslunet.training.runs import resolve_device  # noqa: E402
 from sslunet.training.trainer import Trainer  # noqa: E402
+from sslunet.utils.device import resolve_device  # noqa: E402
 
 
 def bench_stage(objective, stage: str, setup: PretrainSetup, ids: list[str], batch_size: int,

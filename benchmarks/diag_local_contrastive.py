@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 
 from sslunet.paths import Paths
+from sslunet.preprocessing.storage import load_plans, preprocessed_dir
+from sslunet.runs.checkpoint import load_checkpoint
+from sslunet.runs.layout import pretrain_dir
 from sslunet.ssl.objectives import get_objective
 from sslunet.ssl.objectives.base import PretrainSetup
 from sslunet.ssl.pretrain import load_weights, pretrain_images, split_holdout
-from sslunet.training.checkpoint import load_checkpoint
 from sslunet.training.config import TrainingConfig
-from sslunet.training.runs import load_plans, preprocessed_dir, pretrain_dir
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json
 

@@ -31,7 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sslunet.paths import Paths
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 
 DATASET = "Dataset042_Tiny"
 LABELS = {"background": 0, "left": 1, "right": 2}

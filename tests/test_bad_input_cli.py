@@ -34,11 +34,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _tiny_dataset import DATASET, tiny_home, trained_home
+
 from sslunet.errors import InputError
-from sslunet.planning.plans import Plans
-from sslunet.training import checkpoint as ckpt_mod
+from sslunet.plans import Plans
+from sslunet.runs import checkpoint as ckpt_mod
 
 REPO = Path(__file__).resolve().parents[1]
 

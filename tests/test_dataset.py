@@ -18,7 +18,8 @@ from sslunet.dataset.raw import load_raw_dataset
 from sslunet.dataset.resolve import resolve_dataset_name, resolve_raw_dataset
 from sslunet.dataset.verify import load_checked_case, verify_dataset
 from sslunet.errors import InputError
-from sslunet.planning.fingerprint import extract_fingerprint, nonzero_bbox
+from sslunet.planning.fingerprint import extract_fingerprint
+from sslunet.preprocessing.cropping import nonzero_bbox
 
 # --------------------------------------------------------------------------- raw layout
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from _tiny_dataset import DATASET, tiny_home
+
 from sslunet.networks import build_network
-from sslunet.planning.plans import ConfigurationPlan
+from sslunet.plans import ConfigurationPlan
 from sslunet.training.config import TrainingConfig
 from sslunet.training.distributed import DistContext
 from sslunet.training.schedule import learning_rate

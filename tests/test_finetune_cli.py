@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _tiny_dataset import DATASET, tiny_home, trained_home
+
 from sslunet.cli.finetune import main
-from sslunet.training.runs import choose_labeled
+from sslunet.planning.splits import choose_labeled
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--batch-size", "2",

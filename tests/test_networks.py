@@ -18,7 +18,7 @@ from sslunet.networks import (
     list_networks,
     register_network,
 )
-from sslunet.planning.plans import ConfigurationPlan
+from sslunet.plans import ConfigurationPlan
 
 
 def make_plan(ndim: int, network: str = "plain_unet", **changes) -> ConfigurationPlan:

@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import (
-    REPO, oblique_direction, real_dataset, requires_real_data, write_image, write_raw_dataset,
+    REPO,
+    oblique_direction,
+    real_dataset,
+    requires_real_data,
+    write_image,
+    write_raw_dataset,
 )
 
 OLD = 1_000_000_000  # a fixed past mtime (2001) stamped on outputs before a rerun
@@ -395,7 +399,7 @@ def test_editing_plan_spacing_redoes_affected_cases(tmp_path, raw_dataset):
 @requires_real_data
 def test_brats_two_channels(tmp_path):
     from sslunet.dataset.raw import load_raw_dataset
-    from sslunet.planning.plans import Plans
+    from sslunet.plans import Plans
     from sslunet.preprocessing.run import preprocess_dataset
     from sslunet.preprocessing.storage import load_case
 

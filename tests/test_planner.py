@@ -14,14 +14,16 @@ import pytest
 
 from sslunet.errors import InputError
 from sslunet.planning.planner import (
-    MAX_DATASET_COVERED, REFERENCE_BATCH, REFERENCE_GB, REFERENCE_VALUE, fullres_target_spacing,
+    MAX_DATASET_COVERED,
+    REFERENCE_BATCH,
+    REFERENCE_GB,
+    REFERENCE_VALUE,
+    fullres_target_spacing,
     plan_experiment,
-)
-from sslunet.planning.plans import (
-    CaseFingerprint, ChannelIntensityStats, Fingerprint, Plans,
 )
 from sslunet.planning.splits import make_splits
 from sslunet.planning.topology import Topology, conv_feature_map_size, plan_topology
+from sslunet.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint, Plans
 
 # --------------------------------------------------------------------------- fingerprints
 

@@ -24,20 +24,23 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from conftest import make_case, oblique_direction, write_image
+
 from sslunet.cli.predict import main
 from sslunet.dataset.imageio import read_array, read_header
 from sslunet.inference import predict as predict_lib
 from sslunet.inference.predictor import (
-    export_prediction, inference_config, network_predictor, predict_logits,
+    export_prediction,
+    inference_config,
+    network_predictor,
+    predict_logits,
 )
 from sslunet.networks import build_network
 from sslunet.paths import Paths
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
-from sslunet.planning.plans import Plans
+from sslunet.plans import Plans
 from sslunet.preprocessing.storage import load_case
-from sslunet.training.checkpoint import save_checkpoint
+from sslunet.runs.checkpoint import save_checkpoint
 from sslunet.training.config import TrainingConfig
 
 DS = "Dataset001_Toy"

@@ -17,14 +17,22 @@ from sslunet.dataset.imageio import Geometry, read_array, write_array
 from sslunet.dataset.raw import load_raw_dataset
 from sslunet.dataset.verify import load_checked_case
 from sslunet.planning.planner import plan_experiment
-from sslunet.planning.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
+from sslunet.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
 from sslunet.preprocessing.normalization import normalize
 from sslunet.preprocessing.preprocessor import (
-    preprocess_case, revert_probabilities, revert_segmentation,
+    preprocess_case,
+    revert_probabilities,
+    revert_segmentation,
 )
 from sslunet.preprocessing.resampling import new_shape, resample_data, resample_seg
 from sslunet.preprocessing.storage import (
-    CaseProperties, case_paths, is_case_done, list_cases, load_case, load_properties, save_case,
+    CaseProperties,
+    case_paths,
+    is_case_done,
+    list_cases,
+    load_case,
+    load_properties,
+    save_case,
 )
 from sslunet.utils.atomic import save_npy
 

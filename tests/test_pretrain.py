@@ -20,14 +20,19 @@ import torch
 from sslunet.errors import InputError
 from sslunet.paths import Paths
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
-from sslunet.planning.plans import Plans
+from sslunet.plans import Plans
 from sslunet.preprocessing.storage import list_cases
+from sslunet.runs.checkpoint import load_checkpoint
+from sslunet.runs.layout import pretrain_dir
 from sslunet.ssl.objectives import PretrainSetup, get_objective, list_objectives
 from sslunet.ssl.pretrain import (
-    PretrainOptions, finetune_command, load_weights, pretrain, split_holdout, stage_epochs,
+    PretrainOptions,
+    finetune_command,
+    load_weights,
+    pretrain,
+    split_holdout,
+    stage_epochs,
 )
-from sslunet.training.checkpoint import load_checkpoint
-from sslunet.training.runs import pretrain_dir
 
 SHAPE = (12, 24, 24)  # z, y, x
 PATCHES = {"2d": (24, 24), "3d_fullres": (4, 24, 24)}

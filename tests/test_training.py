@@ -20,22 +20,25 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-
 from _tiny_dataset import DATASET, tiny_home, tiny_overrides, trained_home
+
 from sslunet.errors import InputError
 from sslunet.networks import build_network
-from sslunet.planning.plans import Plans
-from sslunet.training import checkpoint as ckpt_mod
-from sslunet.training.checkpoint import load_checkpoint
+from sslunet.planning.splits import choose_labeled
+from sslunet.plans import Plans
+from sslunet.runs import checkpoint as ckpt_mod
+from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.training.finetune import FinetuneOptions, finetune
 from sslunet.training.losses import (
-    DiceCELoss, SoftDiceLoss, deep_supervision_weights, downsample_target, foreground_confusion,
+    DiceCELoss,
+    SoftDiceLoss,
+    deep_supervision_weights,
+    downsample_target,
+    foreground_confusion,
 )
 from sslunet.training.pretrained import STEM_KEY, load_pretrained
-from sslunet.training.runs import choose_labeled
 from sslunet.training.schedule import learning_rate
 from sslunet.training.trainer import Trainer
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -169,3 +169,24 @@ def make_loader(
     if num_workers == 0:
         return InProcessStream(dataloader, transform, seed)
     return WorkerStream(dataloader, transform, num_workers, pin_memory, seed, num_cached_per_queue)
+
+
+def stream_pair_factory(make_train: Callable[[int], BatchStream],
+                        make_val: Callable[[int], BatchStream] | None):
+    """The trainer's loader factory: ``seed -> (train stream, val stream or None, close)``.
+
+    The trainer calls it once per fit (and per stage), so each run draws its batches from its
+    own seed; ``close`` stops both streams' workers.
+    """
+    def factory(seed: int):
+        train = make_train(seed)
+        val = make_val(seed + 1) if make_val is not None else None
+
+        def close():
+            train.close()
+            if val is not None:
+                val.close()
+
+        return train, val, close
+
+    return factory

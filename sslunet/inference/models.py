@@ -6,7 +6,6 @@ each fold (:func:`checkpoint_files`), building every fold's network from the pla
 its checkpoint (:func:`load_model`, giving a :class:`LoadedModel` ensemble), and which image
 file ending the model was trained on (:func:`model_file_ending`). Every problem with a folder
 or checkpoint is an :class:`~sslunet.errors.InputError` naming the file.
-:mod:`sslunet.inference.predict` re-exports these names.
 """
 
 from __future__ import annotations
@@ -23,13 +22,21 @@ from sslunet.dataset.resolve import resolve_dataset_name
 from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.paths import Paths
-from sslunet.planning.plans import ConfigurationPlan, Plans
-from sslunet.training.checkpoint import load_checkpoint
+from sslunet.plans import ConfigurationPlan, Plans
+from sslunet.runs.checkpoint import REQUIRED, load_checkpoint
+from sslunet.runs.layout import (
+    CHECKPOINTS,
+    DATASET_FILE,
+    FOLD_PREFIX,
+    checkpoint_path,
+    fold_dir,
+    fold_dirs,
+    fold_name,
+)
 from sslunet.utils.atomic import read_json
 
-CHECKPOINT_FILES = {"final": "checkpoint_final.pt", "best": "checkpoint_best.pt"}
-REQUIRED_KEYS = ("network_weights", "plans", "configuration", "num_input_channels",
-                 "num_classes")
+MODEL_CHECKPOINTS = ("final", "best")  # what ``sslunet_predict --checkpoint`` may choose
+REQUIRED_KEYS = REQUIRED["model"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class LoadedModel:
 def finished_models(dataset_dir: Path) -> list[Path]:
     """Model folders under ``dataset_dir/finetune`` with at least one finished fold."""
     return sorted(d for d in (Path(dataset_dir) / "finetune").glob("*")
-                  if d.is_dir() and any(d.glob("fold_*/checkpoint_final.pt")))
+                  if d.is_dir() and any(checkpoint_path(f).exists() for f in fold_dirs(d)))
 
 
 def find_model(paths: Paths, dataset: str | None, model: Path | None) -> Path:
@@ -84,25 +91,25 @@ def checkpoint_files(model: Path, folds: Sequence[str] | None,
 
     Without ``folds``, every fold folder holding the checkpoint is used.
     """
-    name, model = CHECKPOINT_FILES[checkpoint], Path(model)
-    fold_dirs = sorted(d for d in model.glob("fold_*") if d.is_dir())
-    if not fold_dirs and (model.name.startswith("fold_") or (model / name).exists()):
-        if folds and [f"fold_{f}" for f in folds] != [model.name]:
+    name, model = CHECKPOINTS[checkpoint], Path(model)
+    folders = fold_dirs(model)
+    if not folders and (model.name.startswith(FOLD_PREFIX) or (model / name).exists()):
+        if folds and [fold_dir(model.parent, f) for f in folds] != [model]:
             raise InputError("-f cannot select other folds when -m is a single fold folder", model)
-        fold_dirs, folds = [model], [model.name[len("fold_"):]]
+        folders, folds = [model], [fold_name(model)]
         model = model.parent
-    elif not fold_dirs:
+    elif not folders:
         raise InputError("not a model folder: it has no fold_* subfolders", model)
     elif folds is None:
-        files = [d / name for d in fold_dirs if (d / name).is_file()]
+        files = [d / name for d in folders if (d / name).is_file()]
         if not files:
             raise InputError(f"no finished checkpoint: no fold_*/{name} (training not "
                              "finished?)", model)
         return model, files
-    available = ", ".join(d.name[len("fold_"):] for d in fold_dirs)
+    available = ", ".join(fold_name(d) for d in folders)
     files = []
     for fold in dict.fromkeys(folds):  # drop repeats, keep order
-        d = model / f"fold_{fold}"
+        d = fold_dir(model, fold)
         if not d.is_dir():
             raise InputError(f"fold {fold} does not exist (folds here: {available})", d)
         if not (d / name).is_file():
@@ -154,8 +161,8 @@ def load_model(model_dir: Path, files: Sequence[Path], device: torch.device) -> 
 def model_file_ending(model_dir: Path, paths: Paths, dataset_name: str) -> str | None:
     """The training images' file ending: the model folder's, else the preprocessed dataset's
     ``dataset.json``; None when neither is there (any supported ending is accepted then)."""
-    for candidate in (Path(model_dir) / "dataset.json",
-                      paths.preprocessed / dataset_name / "dataset.json"):
+    for candidate in (Path(model_dir) / DATASET_FILE,
+                      paths.preprocessed / dataset_name / DATASET_FILE):
         try:
             ending = read_json(candidate).get("file_ending")
         except (OSError, ValueError, AttributeError):

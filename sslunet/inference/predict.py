@@ -45,21 +45,27 @@ from sslunet.dataset.imageio import read_header
 from sslunet.dataset.raw import SUPPORTED_ENDINGS, RawCase
 from sslunet.dataset.verify import load_checked_case
 from sslunet.errors import InputError
-# the model-side names are re-exported: callers import them from this module
 from sslunet.inference.models import (
-    CHECKPOINT_FILES, REQUIRED_KEYS, LoadedModel, checkpoint_files, find_model, finished_models,
-    load_model, model_file_ending,
+    MODEL_CHECKPOINTS,
+    LoadedModel,
+    checkpoint_files,
+    find_model,
+    load_model,
+    model_file_ending,
 )
 from sslunet.inference.predictor import (
-    export_probabilities, inference_config, network_predictor, predict_probabilities,
+    export_probabilities,
+    inference_config,
+    network_predictor,
+    predict_probabilities,
 )
 from sslunet.inference.sliding_window import InferenceConfig
 from sslunet.paths import Paths
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import preprocess_case, target_spacing_for
 from sslunet.preprocessing.resampling import checked_new_shape
 from sslunet.preprocessing.storage import CaseProperties
-from sslunet.training.runs import resolve_device
+from sslunet.utils.device import resolve_device
 from sslunet.utils.processes import die_with_parent
 
 # Endings accepted when the model does not record its dataset's file ending: single-file formats.
@@ -335,7 +341,7 @@ def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
         Which cases were predicted and which skipped, and the model used.
     """
     input_dir, output_dir = check_folders(opts.input_dir, opts.output_dir)
-    if opts.checkpoint not in CHECKPOINT_FILES:
+    if opts.checkpoint not in MODEL_CHECKPOINTS:
         raise InputError(f"unknown checkpoint {opts.checkpoint!r} (final or best)")
     if opts.num_processes < 0:
         raise InputError("-np must be >= 0")

@@ -13,9 +13,12 @@ from torch import nn
 
 from sslunet.dataset.imageio import Geometry, write_array
 from sslunet.inference.sliding_window import (
-    InferenceConfig, Predictor, predict_slices_2d, sliding_window_predict,
+    InferenceConfig,
+    Predictor,
+    predict_slices_2d,
+    sliding_window_predict,
 )
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import revert_probabilities
 from sslunet.preprocessing.storage import CaseProperties
 from sslunet.utils.atomic import atomic_path

@@ -10,9 +10,12 @@ from tqdm import tqdm
 
 from sslunet.evaluation.evaluate import evaluate_folders
 from sslunet.inference.predictor import (
-    export_prediction, inference_config, network_predictor, predict_logits,
+    export_prediction,
+    inference_config,
+    network_predictor,
+    predict_logits,
 )
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.storage import load_case
 from sslunet.utils.atomic import read_json
 

@@ -1,6 +1,6 @@
 """Named registry of segmentation networks, and building one from a configuration plan.
 
-A :class:`~sslunet.planning.plans.ConfigurationPlan` stores the registry key of its network
+A :class:`~sslunet.plans.ConfigurationPlan` stores the registry key of its network
 (``plan.network``, default ``"plain_unet"``); :func:`build_network` turns that key back into a
 module. Networks register explicitly (``sslunet/networks/__init__.py`` imports their modules),
 never by crawling the file system.
@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from sslunet.errors import InputError
+from sslunet.plans import ConfigurationPlan
 from sslunet.utils.registry import ModuleRegistry
-from sslunet.planning.plans import ConfigurationPlan
+
 
 def _has_from_plan(name: str, cls: type) -> None:
     if not callable(getattr(cls, "from_plan", None)):

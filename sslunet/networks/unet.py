@@ -35,7 +35,7 @@ from torch import nn
 
 from sslunet.errors import InputError
 from sslunet.networks.registry import register_network
-from sslunet.planning.plans import ConfigurationPlan
+from sslunet.plans import ConfigurationPlan
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSPOSED_CONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}

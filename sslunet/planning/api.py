@@ -11,8 +11,8 @@ from sslunet.errors import InputError
 from sslunet.paths import check_writable_folder
 from sslunet.planning.fingerprint import extract_fingerprint
 from sslunet.planning.planner import plan_experiment
-from sslunet.planning.plans import Fingerprint, Plans
 from sslunet.planning.splits import make_splits
+from sslunet.plans import Fingerprint, Plans
 from sslunet.preprocessing.run import copy_ground_truth, preprocess_dataset
 from sslunet.utils.atomic import read_json, write_json
 

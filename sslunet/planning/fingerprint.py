@@ -22,7 +22,8 @@ import numpy as np
 
 from sslunet.dataset.raw import RawCase, RawDataset
 from sslunet.dataset.verify import load_checked_case
-from sslunet.planning.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
+from sslunet.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
+from sslunet.preprocessing.cropping import nonzero_bbox
 from sslunet.preprocessing.resampling import checked_new_shape
 from sslunet.utils.parallel import parallel_map
 
@@ -36,20 +37,6 @@ class _CaseResult:
     samples: list[np.ndarray]  # per channel
     samples_from_foreground: bool
     relative_size: float
-
-
-def nonzero_bbox(data: np.ndarray) -> tuple[tuple[int, int], ...]:
-    """Bounding box (start, stop) per spatial axis of voxels nonzero in any channel.
-
-    ``data`` is (C, z, y, x). An all-zero image keeps its full extent.
-    """
-    mask = np.any(data != 0, axis=0)
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        box.append((int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, mask.shape[axis]))
-    return tuple(box)
 
 
 def _analyse_case(args: tuple[RawCase, dict[str, int], int, int]) -> _CaseResult:

@@ -10,10 +10,12 @@ import math
 
 import numpy as np
 
-from sslunet.planning.plans import ConfigurationPlan, Fingerprint, Plans, ResamplingPlan
 from sslunet.planning.topology import (
-    conv_feature_map_size, features_per_stage, plan_topology,
+    conv_feature_map_size,
+    features_per_stage,
+    plan_topology,
 )
+from sslunet.plans import ConfigurationPlan, Fingerprint, Plans, ResamplingPlan
 
 ANISO_THRESHOLD = 3.0
 REFERENCE_VALUE = {3: 560_000_000, 2: 85_000_000}  # feature-map proxy that fits in 8 GB ...

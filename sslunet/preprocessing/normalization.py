@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from sslunet.planning.plans import ChannelIntensityStats
+from sslunet.plans import ChannelIntensityStats
 
 _EPS = 1e-8
 

@@ -15,8 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from sslunet.dataset.imageio import Geometry
-from sslunet.planning.fingerprint import nonzero_bbox
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
+from sslunet.preprocessing.cropping import nonzero_bbox
 from sslunet.preprocessing.normalization import normalize
 from sslunet.preprocessing.resampling import checked_new_shape, resample_data, resample_seg
 from sslunet.preprocessing.storage import CaseProperties

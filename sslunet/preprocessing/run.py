@@ -17,7 +17,7 @@ import numpy as np
 
 from sslunet.dataset.raw import RawCase, RawDataset
 from sslunet.dataset.verify import load_checked_case
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import preprocess_case, target_spacing_for
 from sslunet.preprocessing.storage import case_paths, load_properties, save_case
 from sslunet.utils.parallel import parallel_map

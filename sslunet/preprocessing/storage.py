@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sslunet.errors import InputError
+from sslunet.paths import Paths
+from sslunet.plans import Plans
 from sslunet.utils.atomic import read_json, save_npy, write_json
 from sslunet.utils.serialization import from_dict, to_dict
 
@@ -104,3 +107,15 @@ def list_cases(folder: Path, sources: tuple[str, ...] | None = None) -> list[str
     if sources is None:
         return ids
     return [i for i in ids if load_properties(folder, i).source in sources]
+
+
+def preprocessed_dir(paths: Paths, dataset: str) -> Path:
+    d = paths.preprocessed / dataset
+    if not (d / "plans.json").exists():
+        raise InputError(f"dataset {dataset} is not planned yet (run: sslunet_plan -d {dataset})",
+                         d / "plans.json")
+    return d
+
+
+def load_plans(paths: Paths, dataset: str) -> Plans:
+    return Plans.load(preprocessed_dir(paths, dataset) / "plans.json")

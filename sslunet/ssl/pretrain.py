@@ -13,27 +13,32 @@ as fine-tuning, one run per stage. Output: ``SSLUNET_RESULTS/<dataset>/pretrain/
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sslunet.data.loader import stream_pair_factory
 from sslunet.errors import InputError
 from sslunet.paths import Paths, check_writable_folder
-from sslunet.preprocessing.storage import list_cases
+from sslunet.preprocessing.storage import list_cases, load_plans, preprocessed_dir
+from sslunet.runs.checkpoint import joined_weights, load_checkpoint, save_checkpoint
+from sslunet.runs.layout import (
+    PRETRAIN_CONFIG,
+    check_resumable,
+    check_run_state,
+    checkpoint_path,
+    pretrain_dir,
+)
 from sslunet.ssl.objectives import PretrainObjective, PretrainSetup, Stage, get_objective
-from sslunet.training.checkpoint import load_checkpoint, save_checkpoint
 from sslunet.training.config import TrainingConfig
 from sslunet.training.distributed import DistContext, barrier, init_distributed
-from sslunet.training.runs import load_plans, preprocessed_dir, pretrain_dir, resolve_device
-from sslunet.training.trainer import CHECKPOINTS, Trainer
+from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json
+from sslunet.utils.device import resolve_device
 
 SOURCES = ("imagesTr", "imagesUnlabeled")
-FINAL = CHECKPOINTS["final"]
-LATEST = CHECKPOINTS["latest"]
 # Pretraining differs from fine-tuning's defaults here; objectives add their own on top.
 PRETRAIN_DEFAULTS = {"val_iters": 10, "oversample_foreground": 0.0, "deep_supervision": False}
 
@@ -132,38 +137,20 @@ def checkpoint_meta(objective: PretrainObjective, setup: PretrainSetup, stage: S
     }
 
 
-def _check_run_dir(run_dir: Path, stages: tuple[Stage, ...], resume: bool) -> None:
-    """Refuse to overwrite an interrupted run unless asked to resume it."""
-    partial = [run_dir / s.folder / LATEST for s in stages]
-    partial += [run_dir / s.folder / FINAL for s in stages if s.folder]
-    if not resume and any(p.exists() for p in partial):
-        raise InputError("an interrupted pretraining exists here; add --continue to resume it "
-                         "(or delete the folder to start over)", run_dir)
-
-
 def load_weights(objective: PretrainObjective, ckpt: dict) -> None:
     """Load a checkpoint's network and objective tensors into ``objective``."""
-    weights = {f"network.{k}": v for k, v in ckpt["network_weights"].items()}
-    objective.load_state_dict({**weights, **ckpt["objective_weights"]})
+    objective.load_state_dict(joined_weights(ckpt))
 
 
 def _loader_factory(objective, train_ids, val_ids, batch: int, cfg: TrainingConfig, pin: bool):
     """``seed -> (train stream, val stream or None, close)`` for the current stage."""
-    def factory(seed: int):
-        train = objective.make_stream(train_ids, batch, seed, True, cfg.num_workers, pin)
-        val = None
-        if val_ids:
-            val = objective.make_stream(val_ids, batch, seed + 1, False,
-                                        min(cfg.num_workers, 1), pin)
+    def train(seed: int):
+        return objective.make_stream(train_ids, batch, seed, True, cfg.num_workers, pin)
 
-        def close():
-            train.close()
-            if val is not None:
-                val.close()
+    def val(seed: int):
+        return objective.make_stream(val_ids, batch, seed, False, min(cfg.num_workers, 1), pin)
 
-        return train, val, close
-
-    return factory
+    return stream_pair_factory(train, val if val_ids else None)
 
 
 @dataclass(frozen=True)
@@ -184,9 +171,9 @@ def _run_stage(objective: PretrainObjective, stage: Stage, cfg: TrainingConfig, 
     """Train one stage (or reload it when an interrupted run had finished it)."""
     objective.set_stage(stage.name)
     out = run.run_dir / stage.folder if stage.folder else run.run_dir
-    if stage.folder and (out / FINAL).exists():
-        load_weights(objective, load_checkpoint(out / FINAL, purpose="stage"))
-        return out / FINAL
+    if stage.folder and checkpoint_path(out).exists():
+        load_weights(objective, load_checkpoint(checkpoint_path(out), purpose="stage"))
+        return checkpoint_path(out)
     if run.dist_ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier()
@@ -205,7 +192,7 @@ def _run_stage(objective: PretrainObjective, stage: Stage, cfg: TrainingConfig, 
 
 
 def _write_config(run: _Run, opts, objective, cfg, stages, epochs) -> None:
-    write_json(run.run_dir / "pretrain_config.json", {
+    write_json(run.run_dir / PRETRAIN_CONFIG, {
         "options": dataclasses.asdict(opts),
         "objective": {"name": objective.name, "hyperparameters": objective.hyperparameters()},
         "training": dataclasses.asdict(cfg), "batch_size": run.batch,
@@ -227,28 +214,21 @@ def pretrain(paths: Paths, opts: PretrainOptions, dist_ctx: DistContext = DistCo
     config = plans.configuration(opts.configuration)
     objective_cls = get_objective(opts.objective)
     run_dir = pretrain_dir(paths, opts.dataset, opts.objective, opts.configuration)
-    if (run_dir / FINAL).exists():
-        if opts.continue_training:
-            print(f"{run_dir} already finished; nothing to do", file=sys.stderr)
-            return run_dir
-        raise InputError("this pretraining already finished; its outputs are kept (delete the "
-                         "folder to pretrain again)", run_dir)
+    if check_run_state(run_dir, opts.continue_training, "pretraining",
+                       "delete the folder to pretrain again"):
+        return run_dir
     folder = preprocessed_dir(paths, opts.dataset) / config.data_identifier
     train_ids, val_ids = split_holdout(pretrain_images(folder, opts.include_test),
                                        opts.val_fraction, opts.seed)
     setup = PretrainSetup(opts.dataset, plans, config, folder, paths, opts.seed, dist_ctx.enabled)
     objective = objective_cls.create(setup, opts.objective_options)
     stages = objective.stages()
-    _check_run_dir(run_dir, stages, opts.continue_training)
+    check_run_state(run_dir, opts.continue_training, "pretraining",
+                    "delete the folder to pretrain again", [s.folder for s in stages])
     check_writable_folder(run_dir, "pretraining folder")
     cfg = training_config(objective_cls, opts)  # a bad setting stops here
-    if opts.continue_training:  # a damaged checkpoint stops before anything is written
-        for stage in stages:
-            folder = run_dir / stage.folder if stage.folder else run_dir
-            if stage.folder and (folder / FINAL).exists():
-                load_checkpoint(folder / FINAL, purpose="stage")
-            elif (folder / LATEST).exists():
-                load_checkpoint(folder / LATEST, purpose="resume")
+    if opts.continue_training:
+        check_resumable(run_dir, [s.folder for s in stages])
     batch = cfg.batch_size or config.batch_size
     objective.check_batch_size(batch)
     device = resolve_device(opts.device, dist_ctx.local_rank)
@@ -264,9 +244,9 @@ def pretrain(paths: Paths, opts: PretrainOptions, dist_ctx: DistContext = DistCo
     last = None
     for stage, n in zip(stages, epochs):
         last = _run_stage(objective, stage, cfg.replace(epochs=n), run)
-    if last != run_dir / FINAL and dist_ctx.is_main:
+    if last != checkpoint_path(run_dir) and dist_ctx.is_main:
         ckpt = load_checkpoint(last)
-        save_checkpoint(run_dir / FINAL, {k: v for k, v in ckpt.items()
+        save_checkpoint(checkpoint_path(run_dir), {k: v for k, v in ckpt.items()
                                           if k not in ("format", "version")})
     barrier()
     return run_dir

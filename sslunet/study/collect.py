@@ -12,12 +12,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sslunet.dataset.raw import load_raw_dataset
+from sslunet.inference.validation import predict_and_evaluate
+from sslunet.networks import build_network
 from sslunet.paths import Paths
+from sslunet.plans import Plans
+from sslunet.preprocessing.run import preprocess_dataset
+from sslunet.runs.checkpoint import load_checkpoint
+from sslunet.runs.layout import (
+    LABELED_CASES,
+    SUMMARY,
+    TEST_DIR,
+    VALIDATION_DIR,
+    checkpoint_path,
+    read_metrics,
+)
 from sslunet.study.metrics import (
-    convergence_epoch, markdown_table, per_class_table, time_to_epoch,
+    convergence_epoch,
+    markdown_table,
+    per_class_table,
+    time_to_epoch,
 )
 from sslunet.study.plots import plot_convergence, plot_dice_vs_labels
 from sslunet.utils.atomic import atomic_path, read_json
+from sslunet.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,9 +49,6 @@ def prepare_test_cases(paths: Paths, dataset: str, configuration: str, pre: Path
     raw_dir = paths.raw / dataset
     if not (raw_dir / "labelsTs").is_dir():
         return None
-    from sslunet.planning.plans import Plans
-    from sslunet.preprocessing.run import preprocess_dataset
-
     raw = load_raw_dataset(raw_dir)
     cases = [c.case_id for c in raw.cases_from("imagesTs") if c.label is not None]
     if not cases:
@@ -66,36 +80,29 @@ def run_row(init, budget, fold, seed, n_all, run_dir, status) -> dict:
 def score_test(run_dir: Path, test: TestSet, plans_path: Path, configuration: str,
                device: str, tta: bool = True) -> dict:
     """Predict the test cases with the run's final network (once) and return the summary."""
-    summary_path = run_dir / "test" / "summary.json"
+    summary_path = run_dir / TEST_DIR / SUMMARY
     if summary_path.exists():
         return read_json(summary_path)
-    from sslunet.inference.validation import predict_and_evaluate
-    from sslunet.networks import build_network
-    from sslunet.planning.plans import Plans
-    from sslunet.training.checkpoint import load_checkpoint
-    from sslunet.training.runs import resolve_device
-
     plans = Plans.load(plans_path)
     config = plans.configuration(configuration)
     dev = resolve_device(device)
     net = build_network(config, plans.num_input_channels, plans.num_classes, False)
-    net.load_state_dict(load_checkpoint(run_dir / "checkpoint_final.pt")["network_weights"])
+    net.load_state_dict(load_checkpoint(checkpoint_path(run_dir))["network_weights"])
     net.to(dev)
     return predict_and_evaluate(net, plans, config, plans_path.parent / config.data_identifier,
-                                test.case_ids, run_dir / "test", test.ref_dir,
+                                test.case_ids, run_dir / TEST_DIR, test.ref_dir,
                                 test.file_ending, dev, tta, desc="test")
 
 
 def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
                 test: TestSet | None) -> dict:
     row = run_row(init, budget, fold, seed, n_all, run_dir, "ok")
-    row["n_labeled"] = read_json(run_dir / "labeled_cases.json")["num_labeled"]
-    val = read_json(run_dir / "validation" / "summary.json")
+    row["n_labeled"] = read_json(run_dir / LABELED_CASES)["num_labeled"]
+    val = read_json(run_dir / VALIDATION_DIR / SUMMARY)
     row.update(_per_class(val, ""))
     row["dice_mean"] = _mean_fg(val, "dice")
     row["hd95_mean"] = _mean_fg(val, "hd95")
-    records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
-               if ln.strip()]
+    records = read_metrics(run_dir)
     curve = [r.get("pseudo_dice") for r in records]
     times = [r.get("epoch_time", 0.0) for r in records]
     conv = convergence_epoch(curve)

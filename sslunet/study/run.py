@@ -17,13 +17,29 @@ from typing import Callable
 
 from sslunet.errors import InputError
 from sslunet.paths import (
-    Paths, check_folder_name, check_inside, check_writable_folder,
+    Paths,
+    check_folder_name,
+    check_inside,
+    check_writable_folder,
 )
+from sslunet.planning.splits import fold_cases
+from sslunet.preprocessing.storage import load_plans, preprocessed_dir
+from sslunet.runs.checkpoint import load_checkpoint
+from sslunet.runs.layout import (
+    PRETRAIN_CONFIG,
+    RUN_CONFIG,
+    checkpoint_path,
+    finetune_model_dir,
+    fold_dir,
+    init_tag,
+    is_checkpoint_path,
+    pretrain_dir,
+)
+from sslunet.ssl import pretrain as ssl_pretrain  # module: tests replace ssl_pretrain.pretrain
+from sslunet.ssl.objectives import get_objective, list_objectives
 from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
 from sslunet.training.finetune import FinetuneOptions, finetune, training_config
-from sslunet.training.runs import (
-    finetune_model_dir, fold_cases, init_tag, load_plans, preprocessed_dir, pretrain_dir,
-)
+from sslunet.training.pretrained import check_compatible
 from sslunet.utils.atomic import read_json, write_json
 
 
@@ -54,7 +70,7 @@ def _log(msg: str) -> None:
 
 
 def is_objective(init: str) -> bool:
-    return init != "random" and "/" not in init and not init.endswith(".pt")
+    return init != "random" and not is_checkpoint_path(init)
 
 
 # TrainingConfig fields that do not change what a run learns: a finished run is reused whatever
@@ -72,15 +88,13 @@ def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
     """Run (or continue) the pretraining of ``objective`` unless it already finished; returns
     a line for ``study.md`` saying which pretraining the study used."""
     out = pretrain_dir(paths, opts.dataset, objective, opts.configuration)
-    reused = (out / "checkpoint_final.pt").exists()
+    reused = checkpoint_path(out).exists()
     if not reused:
-        from sslunet.ssl.pretrain import PretrainOptions, pretrain
-
         _log(f"pretraining {objective} -> {out}")
-        pretrain(paths, PretrainOptions(dataset=opts.dataset, objective=objective,
-                                        configuration=opts.configuration, device=opts.device,
-                                        continue_training=True,
-                                        overrides=dict(opts.pretrain_overrides)))
+        ssl_pretrain.pretrain(paths, ssl_pretrain.PretrainOptions(
+            dataset=opts.dataset, objective=objective, configuration=opts.configuration,
+            device=opts.device, continue_training=True,
+            overrides=dict(opts.pretrain_overrides)))
     cfg = _pretrain_config(out)
     t = cfg.get("training", {})
     note = ""
@@ -96,7 +110,7 @@ def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
 
 
 def _pretrain_config(out: Path) -> dict:
-    path = out / "pretrain_config.json"
+    path = out / PRETRAIN_CONFIG
     return read_json(path) if path.exists() else {}
 
 
@@ -137,7 +151,7 @@ def init_overrides(opts: StudyOptions, init: str) -> dict:
 def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold: str,
                   seed: int) -> Path:
     model_dir = study_model_dir(paths, opts, init, budget, seed)
-    recorded = model_dir / f"fold_{fold}" / "run_config.json"
+    recorded = fold_dir(model_dir, fold) / RUN_CONFIG
     overrides = init_overrides(opts, init)
     if recorded.exists():
         diffs = settings_mismatch(read_json(recorded)["training"], overrides)
@@ -177,7 +191,7 @@ def run_study(paths: Paths, opts: StudyOptions,
     grid = [(i, b, f, s) for i in opts.inits for b in opts.budgets for f in opts.folds
             for s in opts.seeds]
     for k, (init, budget, fold, seed) in enumerate(grid, 1):
-        planned_dir = study_model_dir(paths, opts, init, budget, seed) / f"fold_{fold}"
+        planned_dir = fold_dir(study_model_dir(paths, opts, init, budget, seed), fold)
         _log(f"run {k}/{len(grid)}: init {init}, N={budget}, fold {fold}, seed {seed} -> "
              f"{planned_dir}")
         n_all = len(fold_cases(pre, "all" if fold == "all" else int(fold))[0])
@@ -206,12 +220,6 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
     study name that is not a plain folder name or a setting out of range stop the study here
     (an :class:`InputError`, exit status 2 on the command line).
     """
-    from sslunet.ssl.objectives import get_objective, list_objectives
-    from sslunet.ssl.pretrain import PretrainOptions
-    from sslunet.ssl.pretrain import training_config as pretrain_config
-    from sslunet.training.checkpoint import load_checkpoint
-    from sslunet.training.pretrained import check_compatible
-
     config = load_plans(paths, opts.dataset).configuration(opts.configuration)
     pre = preprocessed_dir(paths, opts.dataset)
     check_folder_name(opts.study_name, "study name (--name)")
@@ -244,12 +252,11 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
         training_config(FinetuneOptions(opts.dataset, opts.configuration, seed=opts.seeds[0],
                                         overrides=init_overrides(opts, init)),
                         pretrained=init != "random")
-        if is_objective(init) and init != "random" and not (
-                pretrain_dir(paths, opts.dataset, init, opts.configuration)
-                / "checkpoint_final.pt").exists():
+        if is_objective(init) and not checkpoint_path(
+                pretrain_dir(paths, opts.dataset, init, opts.configuration)).exists():
             cls = get_objective(init)
-            cfg = pretrain_config(cls, PretrainOptions(opts.dataset, init, opts.configuration,
-                                                       overrides=dict(opts.pretrain_overrides)))
+            cfg = ssl_pretrain.training_config(cls, ssl_pretrain.PretrainOptions(
+                opts.dataset, init, opts.configuration, overrides=dict(opts.pretrain_overrides)))
             batch = cfg.batch_size or config.batch_size
             if batch < cls.min_batch_size:
                 raise InputError(f"objective '{init}' needs --pretrain-batch-size >= "

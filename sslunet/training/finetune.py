@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from sslunet.data.augmentation import (
-    patch_size_before_augmentation, training_transforms, validation_transforms,
+    patch_size_before_augmentation,
+    training_transforms,
+    validation_transforms,
 )
-from sslunet.data.loader import make_loader
+from sslunet.data.loader import make_loader, stream_pair_factory
 from sslunet.data.sampling import PatchDataLoader
-from sslunet.errors import InputError
+from sslunet.inference.validation import validate_run
 from sslunet.networks import build_network
 from sslunet.paths import Paths, check_writable_folder
-from sslunet.planning.plans import ConfigurationPlan
-from sslunet.training.checkpoint import load_checkpoint
+from sslunet.planning.splits import choose_labeled, fold_cases
+from sslunet.plans import ConfigurationPlan
+from sslunet.preprocessing.storage import load_plans, preprocessed_dir
+from sslunet.runs.checkpoint import load_checkpoint
+from sslunet.runs.layout import (
+    DATASET_FILE,
+    LABELED_CASES,
+    LOADED_WEIGHTS,
+    PLANS_FILE,
+    RUN_CONFIG,
+    check_resumable,
+    check_run_state,
+    finetune_model_dir,
+    fold_dir,
+    resolve_init,
+)
 from sslunet.training.config import TrainingConfig, finetune_defaults, scaled_warmup
 from sslunet.training.distributed import DistContext, barrier, init_distributed
 from sslunet.training.param_groups import finetune_groups
 from sslunet.training.pretrained import load_pretrained
-from sslunet.training.runs import (
-    choose_labeled, finetune_model_dir, fold_cases, load_plans, preprocessed_dir, pretrain_dir,
-    resolve_device,
-)
 from sslunet.training.segmentation import SegmentationModel
-from sslunet.training.trainer import CHECKPOINTS, Trainer
+from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import read_json, write_json
+from sslunet.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -50,22 +62,6 @@ class FinetuneOptions:
     model_dir: str | None = None
 
 
-def resolve_init(paths: Paths, opts: FinetuneOptions) -> Path | None:
-    if opts.init == "random":
-        return None
-    p = Path(opts.init)
-    if p.suffix == ".pt" or "/" in opts.init:
-        if not p.is_file():
-            raise InputError("--init checkpoint does not exist", p)
-        return p
-    ckpt = pretrain_dir(paths, opts.dataset, opts.init, opts.configuration) / "checkpoint_final.pt"
-    if not ckpt.is_file():
-        raise InputError(f"no finished pretraining '{opts.init}' for {opts.dataset} "
-                         f"{opts.configuration} (run: sslunet_pretrain -d {opts.dataset} -l "
-                         f"{opts.init} -c {opts.configuration})", ckpt)
-    return ckpt
-
-
 def training_config(opts: FinetuneOptions, pretrained: bool) -> TrainingConfig:
     cfg = finetune_defaults(pretrained).replace(seed=opts.seed, **opts.overrides)
     if "warmup_epochs" not in opts.overrides:
@@ -80,31 +76,18 @@ def make_loader_factory(folder: Path, train_ids, val_ids, config: ConfigurationP
     patch = tuple(config.patch_size)
     read = patch_size_before_augmentation(patch)
 
-    def factory(seed: int):
-        tl = PatchDataLoader(folder, train_ids, patch, batch, config.ndim,
-                             cfg.oversample_foreground, seed, True, read)
-        vl = PatchDataLoader(folder, val_ids, patch, batch, config.ndim,
-                             cfg.oversample_foreground, seed + 1, True)
-        train = make_loader(tl, training_transforms(patch, config.ndim), cfg.num_workers, pin,
-                            seed)
-        val = make_loader(vl, validation_transforms(), min(cfg.num_workers, 1), pin, seed + 1)
+    def train(seed: int):
+        loader = PatchDataLoader(folder, train_ids, patch, batch, config.ndim,
+                                 cfg.oversample_foreground, seed, True, read)
+        return make_loader(loader, training_transforms(patch, config.ndim), cfg.num_workers,
+                           pin, seed)
 
-        def close():
-            train.close()
-            val.close()
+    def val(seed: int):
+        loader = PatchDataLoader(folder, val_ids, patch, batch, config.ndim,
+                                 cfg.oversample_foreground, seed, True)
+        return make_loader(loader, validation_transforms(), min(cfg.num_workers, 1), pin, seed)
 
-        return train, val, close
-
-    return factory
-
-
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    if (run_dir / "checkpoint_final.pt").exists() and not resume:
-        raise InputError("this run already finished; its outputs are kept (choose another "
-                         "--seed/--num-labeled/-f, or delete the folder to retrain)", run_dir)
-    if (run_dir / "checkpoint_latest.pt").exists() and not resume:
-        raise InputError("an interrupted run exists here; add --continue to resume it (or "
-                         "delete the folder to start over)", run_dir)
+    return stream_pair_factory(train, val)
 
 
 def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistContext()) -> Path:
@@ -116,17 +99,15 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     labeled = choose_labeled(train_ids, opts.num_labeled, opts.seed)
     model_dir = Path(opts.model_dir) if opts.model_dir else finetune_model_dir(
         paths, opts.dataset, opts.init, opts.configuration, opts.num_labeled, opts.seed)
-    run_dir = model_dir / f"fold_{opts.fold}"
-    if run_dir.joinpath("checkpoint_final.pt").exists() and opts.continue_training:
-        print(f"{run_dir} already finished; nothing to do", file=sys.stderr)
+    run_dir = fold_dir(model_dir, opts.fold)
+    if check_run_state(run_dir, opts.continue_training, "run", "choose another --seed/"
+                       "--num-labeled/-f, or delete the folder to retrain"):
         return run_dir
-    _check_run_dir(run_dir, opts.continue_training)
     check_writable_folder(run_dir, "run folder")
-    init_ckpt = resolve_init(paths, opts)
+    init_ckpt = resolve_init(paths, opts.dataset, opts.init, opts.configuration)
     cfg = training_config(opts, init_ckpt is not None)  # a bad setting stops here
-    latest = run_dir / CHECKPOINTS["latest"]
-    if opts.continue_training and latest.exists():
-        load_checkpoint(latest, purpose="resume")  # a damaged one stops before any write
+    if opts.continue_training:
+        check_resumable(run_dir)
     device = resolve_device(opts.device, dist_ctx.local_rank)
     init_distributed(dist_ctx, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -138,15 +119,15 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
                                  init_ckpt)
     if dist_ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        plans.save(model_dir / "plans.json")
+        plans.save(model_dir / PLANS_FILE)
         # the model folder is self-contained: prediction needs the file ending and labels
-        write_json(model_dir / "dataset.json", read_json(pre / "dataset.json"))
-        write_json(run_dir / "labeled_cases.json", {"num_labeled": len(labeled), "seed": opts.seed,
-                                                     "cases": labeled, "validation": val_ids})
-        write_json(run_dir / "run_config.json", {"options": dataclasses.asdict(opts),
-                                                  "training": dataclasses.asdict(cfg)})
+        write_json(model_dir / DATASET_FILE, read_json(pre / "dataset.json"))
+        write_json(run_dir / LABELED_CASES, {"num_labeled": len(labeled), "seed": opts.seed,
+                                             "cases": labeled, "validation": val_ids})
+        write_json(run_dir / RUN_CONFIG, {"options": dataclasses.asdict(opts),
+                                          "training": dataclasses.asdict(cfg)})
         if report is not None:
-            write_json(run_dir / "loaded_weights.json", report)
+            write_json(run_dir / LOADED_WEIGHTS, report)
     barrier()
     meta = {"kind": "finetune", "plans": plans.to_dict(), "configuration": config.name,
             "num_input_channels": plans.num_input_channels, "num_classes": plans.num_classes,
@@ -161,8 +142,6 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
                     f"device {device}, {cfg.epochs} epochs x {cfg.iters_per_epoch} iterations")
     trainer.fit(resume=opts.continue_training)
     if opts.validate and dist_ctx.is_main:
-        from sslunet.inference.validation import validate_run
-
         validate_run(network, plans, config, pre, val_ids, run_dir, device, opts.tta)
     barrier()
     return run_dir

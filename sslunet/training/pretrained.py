@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sslunet.errors import InputError
-from sslunet.planning.plans import ConfigurationPlan
+from sslunet.plans import ConfigurationPlan
 
 ARCH_FIELDS = ("network", "pool_op_kernel_sizes", "conv_kernel_sizes", "features_per_stage",
                "n_conv_per_stage_encoder", "n_conv_per_stage_decoder")

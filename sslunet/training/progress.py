@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from sslunet.runs.layout import LOG_FILE, METRICS_FILE, PROGRESS_PLOT, read_metrics
 from sslunet.utils.atomic import atomic_path
 
 
@@ -15,8 +16,8 @@ class RunLog:
 
     def __init__(self, out_dir: Path, enabled: bool = True, echo: bool = True):
         self.out_dir, self.enabled, self.echo = Path(out_dir), enabled, echo
-        self.log_path = self.out_dir / "training.log"
-        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.log_path = self.out_dir / LOG_FILE
+        self.metrics_path = self.out_dir / METRICS_FILE
 
     def log(self, msg: str) -> None:
         if not self.enabled:
@@ -28,9 +29,7 @@ class RunLog:
             print(msg, file=sys.stderr)
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+        return read_metrics(self.out_dir)
 
     def truncate_metrics(self, first_epoch_to_drop: int) -> None:
         """On resume, drop records of epochs that will run again (written after the last
@@ -49,7 +48,7 @@ class RunLog:
 
     def plot(self) -> None:
         if self.enabled:
-            plot_progress(self.read_metrics(), self.out_dir / "progress.png")
+            plot_progress(self.read_metrics(), self.out_dir / PROGRESS_PLOT)
 
 
 def late_change(values: list) -> str:

@@ -20,7 +20,15 @@ from torch import nn
 from tqdm import tqdm
 
 from sslunet.errors import InputError
-from sslunet.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sslunet.runs.checkpoint import (
+    joined_weights,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    split_weights,
+)
+from sslunet.runs.layout import checkpoint_path
 from sslunet.training.config import TrainingConfig
 from sslunet.training.distributed import DistContext, all_reduce_sum
 from sslunet.training.param_groups import single_group
@@ -29,10 +37,6 @@ from sslunet.training.schedule import learning_rate
 
 Batch = dict[str, torch.Tensor]
 LoaderFactory = Callable[[int], tuple[Iterator[Batch], Iterator[Batch] | None, Callable[[], None]]]
-
-CHECKPOINTS = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt",
-               "final": "checkpoint_final.pt"}
-
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -82,20 +86,17 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def path(self, kind: str) -> Path:
-        return self.out_dir / CHECKPOINTS[kind]
+        return checkpoint_path(self.out_dir, kind)
 
     def save(self, kind: str) -> None:
         if not self.dist.is_main:
             return
-        inner = unwrap(self.model)
+        network_weights, objective_weights = split_weights(unwrap(self.model).state_dict())
         save_checkpoint(self.path(kind), {
             **self.meta,
             "kind_of_checkpoint": kind,
-            # the network's weights (what transfers) and, apart, the objective's own tensors
-            # (projection heads, etc.), so nothing is stored twice
-            "network_weights": inner.network.state_dict(),
-            "objective_weights": {k: v for k, v in inner.state_dict().items()
-                                  if not k.startswith("network.")},
+            "network_weights": network_weights,
+            "objective_weights": objective_weights,
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "ema_metric": self.ema, "best_metric": self.best,
@@ -109,9 +110,8 @@ class Trainer:
         if not path.exists():
             return False
         ckpt = load_checkpoint(path, map_location="cpu", purpose="resume")
-        weights = {f"network.{k}": v for k, v in ckpt["network_weights"].items()}
         try:
-            unwrap(self.model).load_state_dict({**weights, **ckpt["objective_weights"]})
+            unwrap(self.model).load_state_dict(joined_weights(ckpt))
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["grad_scaler"])
         except (RuntimeError, ValueError, KeyError) as e:  # e.g. plans.json edited since

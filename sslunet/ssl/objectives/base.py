@@ -30,7 +30,7 @@ from sslunet.data.sampling import PatchDataLoader
 from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.paths import Paths
-from sslunet.planning.plans import ConfigurationPlan, Plans
+from sslunet.plans import ConfigurationPlan, Plans
 
 
 @dataclass(frozen=True)

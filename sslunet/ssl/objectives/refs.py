@@ -35,25 +35,29 @@ from typing import Sequence
 import torch
 
 from sslunet.data.augmentation import (
-    patch_size_before_augmentation, training_transforms, validation_transforms,
+    patch_size_before_augmentation,
+    training_transforms,
+    validation_transforms,
 )
 from sslunet.data.loader import BatchStream, make_loader
 from sslunet.data.sampling import PatchDataLoader
 from sslunet.dataset.resolve import resolve_dataset_name
 from sslunet.errors import InputError
 from sslunet.networks import build_network
-from sslunet.ssl.two_views import contrastive_view_transforms
-from sslunet.preprocessing.storage import case_paths, list_cases
+from sslunet.preprocessing.storage import case_paths, list_cases, load_plans, preprocessed_dir
 from sslunet.ssl.losses import NTXentLoss, encoder_gradients, gradient_matching_loss
 from sslunet.ssl.objectives.base import (
-    PretrainObjective, full_precision, parse_options, patch_stream,
+    PretrainObjective,
+    full_precision,
+    parse_options,
+    patch_stream,
 )
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, two_view_embeddings
+from sslunet.ssl.two_views import contrastive_view_transforms
 from sslunet.ssl.views import ZipStream
 from sslunet.training.losses import DiceCELoss
 from sslunet.training.pretrained import ARCH_FIELDS
-from sslunet.training.runs import load_plans, preprocessed_dir
 
 SSL_LOSSES = ("simclr",)
 REF_OVERSAMPLE = 0.33  # nnU-Net's foreground oversampling for the supervised reference task

@@ -144,3 +144,22 @@ def set_rng_state(state: dict) -> None:
                          n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# A model's state dict holds the network under ``network.`` and the objective's own tensors
+# (projection heads, ...) beside it; checkpoints keep the two apart so that what transfers to
+# fine-tuning (``network_weights``) is stored once and needs no prefix stripping.
+NETWORK_PREFIX = "network."
+
+
+def split_weights(state: dict) -> tuple[dict, dict]:
+    """A model's ``state_dict()`` -> ``(network_weights, objective_weights)``."""
+    net = {k[len(NETWORK_PREFIX):]: v for k, v in state.items() if k.startswith(NETWORK_PREFIX)}
+    own = {k: v for k, v in state.items() if not k.startswith(NETWORK_PREFIX)}
+    return net, own
+
+
+def joined_weights(ckpt: dict) -> dict:
+    """The model ``state_dict()`` a checkpoint's two weight fields make together."""
+    net = {NETWORK_PREFIX + k: v for k, v in ckpt["network_weights"].items()}
+    return {**net, **ckpt.get("objective_weights", {})}
