@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from _feature_maps import conv_feature_map_size
 from torch import nn
 
 from sslunet.errors import InputError
 from sslunet.networks import (
     PlainConvUNet,
     build_network,
-    conv_feature_map_size,
     get_network,
     list_networks,
     register_network,

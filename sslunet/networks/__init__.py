@@ -4,15 +4,14 @@ Every network module is imported here explicitly so that it registers itself; no
 discovered by crawling the package folder.
 """
 
+from sslunet.networks import unet  # noqa: F401  (registers "plain_unet")
 from sslunet.networks.registry import (
     NETWORKS,
     build_network,
-    conv_feature_map_size,
     get_network,
     list_networks,
     register_network,
 )
-from sslunet.networks import unet  # noqa: F401  (registers "plain_unet")
 from sslunet.networks.unet import PlainConvUNet, UNetDecoder, UNetEncoder
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "UNetDecoder",
     "UNetEncoder",
     "build_network",
-    "conv_feature_map_size",
     "get_network",
     "list_networks",
     "register_network",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-import torch
 from torch import nn
 
 from sslunet.errors import InputError
@@ -28,9 +27,6 @@ def _has_from_plan(name: str, cls: type) -> None:
 
 _REGISTRY = ModuleRegistry("network", "networks", check=_has_from_plan)
 NETWORKS: dict[str, type[nn.Module]] = _REGISTRY.entries
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-               nn.ConvTranspose3d)
-
 T = TypeVar("T", bound=type)
 
 
@@ -79,48 +75,3 @@ def build_network(plan: ConfigurationPlan, num_input_channels: int, num_classes:
                          f"'{plan.network}'; known networks: {', '.join(list_networks())}")
     return NETWORKS[plan.network].from_plan(plan, num_input_channels, num_classes,
                                             deep_supervision=deep_supervision, seed=seed)
-
-
-def conv_feature_map_size(plan: ConfigurationPlan, num_input_channels: int, num_classes: int,
-                          deep_supervision: bool = False) -> int:
-    """nnU-Net's VRAM proxy, counted on the real modules: sum of conv output sizes.
-
-    The network is built on PyTorch's ``meta`` device (no memory, no arithmetic) and run once on
-    a ``(1, num_input_channels, *plan.patch_size)`` input with forward hooks on every
-    convolution and transposed convolution. Each call adds ``out_channels * prod(spatial)`` of
-    its output. That covers every encoder conv (the strided first conv of a stage at its
-    downsampled size), every decoder transposed conv and conv, and the segmentation layers that
-    the forward pass actually runs: all of them with ``deep_supervision=True``, only the
-    full-resolution one without. Normalisation and nonlinearity outputs are not counted, nor is
-    the input. This is what nnU-Net's ``compute_conv_feature_map_size`` counts; its planner
-    builds the network without deep supervision, hence the default here.
-
-    Args:
-        plan: the configuration whose ``patch_size`` and topology are measured.
-        num_input_channels: image channels.
-        num_classes: output channels of the segmentation layers.
-        deep_supervision: also count the lower-resolution segmentation layers.
-
-    Returns:
-        The count (a number of activations for batch size 1, not bytes).
-    """
-    with torch.device("meta"):
-        net = build_network(plan, num_input_channels, num_classes, deep_supervision)
-    # eval mode: instance norm refuses 1-voxel feature maps only when training, and a
-    # planner may legitimately probe such small bottlenecks.
-    net.eval()
-    total = 0
-
-    def count(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += output[0].numel()  # one sample: channels x spatial voxels
-
-    handles = [m.register_forward_hook(count) for m in net.modules()
-               if isinstance(m, _CONV_TYPES)]
-    try:
-        with torch.no_grad():
-            net(torch.empty((1, num_input_channels, *plan.patch_size), device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    return int(total)
