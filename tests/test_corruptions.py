@@ -22,10 +22,6 @@ from sslunet.ssl.corruptions import (
     draw_nonlinear,
     draw_paint,
     genesis_corrupt,
-    inpaint,
-    local_pixel_shuffle,
-    nonlinear_intensity,
-    outpaint,
 )
 
 
@@ -87,10 +83,11 @@ def test_box_overlap():
 
 
 _GENESIS = {
-    "nonlinear": lambda x, rng: nonlinear_intensity(x, rng),
-    "shuffle": lambda x, rng: local_pixel_shuffle(x, rng, num_blocks=200, max_block=4),
-    "inpaint": lambda x, rng: inpaint(x, rng),
-    "outpaint": lambda x, rng: outpaint(x, rng),
+    "nonlinear": lambda x, rng: apply_nonlinear(x, draw_nonlinear(rng)),
+    "shuffle": lambda x, rng: apply_local_shuffle(
+        x, draw_local_shuffle(x.shape[1:], rng, num_blocks=200, max_block=4)),
+    "inpaint": lambda x, rng: apply_paint(x, draw_paint(x.shape[1:], rng, outpaint=False)),
+    "outpaint": lambda x, rng: apply_paint(x, draw_paint(x.shape[1:], rng, outpaint=True)),
     "genesis": lambda x, rng: genesis_corrupt(
         x, rng, p_nonlinear=1.0, p_local_shuffle=1.0, p_paint=1.0
     ),

@@ -30,10 +30,10 @@ from sslunet.cli.predict import main
 from sslunet.dataset.imageio import read_array, read_header
 from sslunet.inference import predict as predict_lib
 from sslunet.inference.predictor import (
-    export_prediction,
+    export_probabilities,
     inference_config,
     network_predictor,
-    predict_logits,
+    predict_probabilities,
 )
 from sslunet.networks import build_network
 from sslunet.paths import Paths
@@ -185,8 +185,8 @@ def test_masks_have_input_geometry_and_match_direct_prediction(home, tmp_path, c
         data, _, props = load_case(pre, case)
         assert props.shape_after_crop != props.original_shape  # the border was cropped
         resampled.append(props.shape_after_resample != props.shape_after_crop)
-        logits = predict_logits([predictor], data, config, 3, inference, torch.device("cpu"))
-        direct = export_prediction(logits, props, plans, config, tmp_path / "direct.nii.gz")
+        probs = predict_probabilities([predictor], data, config, 3, inference, torch.device("cpu"))
+        direct = export_probabilities(probs, props, plans, config, tmp_path / "direct.nii.gz")
         np.testing.assert_array_equal(mask(got), direct)
         assert len(np.unique(direct)) > 1  # a constant mask would make the comparison vacuous
     assert resampled == [False, False, True, False]

@@ -45,27 +45,6 @@ def inference_config(config: ConfigurationPlan, step_size: float = 0.5, tta: boo
     return InferenceConfig(tuple(config.patch_size), step_size, True, axes, tile_batch_size)
 
 
-def predict_logits(predictors: list, data: np.ndarray, config: ConfigurationPlan,
-                   num_classes: int, inference: InferenceConfig, device: torch.device,
-                   progress: bool = False) -> torch.Tensor:
-    """Average logits of every predictor (an ensemble of folds) on ``data (C, Z, Y, X)``.
-
-    2d configurations run slice by slice; 3d ones with a 3D sliding window. Returns
-    ``(K, Z, Y, X)`` float32 on the CPU.
-    """
-    image = torch.from_numpy(np.array(data, dtype=np.float32)).to(device)  # copy: memmaps are read-only
-    total = None
-    for predictor in predictors:
-        if config.ndim == 2:
-            out = predict_slices_2d(predictor, image, num_classes, inference,
-                                    out_device="cpu", progress=progress)
-        else:
-            out = sliding_window_predict(predictor, image, num_classes, inference,
-                                         out_device="cpu", progress=progress)
-        total = out if total is None else total + out
-    return total / len(predictors)
-
-
 def _accumulation_device(device: torch.device, spatial: Sequence[int], num_classes: int
                          ) -> torch.device:
     """Accumulate on the GPU when the buffers take under half its free memory, else the CPU."""
@@ -113,14 +92,6 @@ def geometry_from_properties(props: CaseProperties) -> Geometry:
         size = size[:2]
     return Geometry(tuple(props.sitk_spacing), tuple(props.sitk_origin),
                     tuple(props.sitk_direction), size)
-
-
-def export_prediction(logits: torch.Tensor, props: CaseProperties, plans: Plans,
-                      config: ConfigurationPlan, out_file: Path,
-                      probabilities_file: Path | None = None) -> np.ndarray:
-    """Softmax, revert the preprocessing, argmax, write the label map (and probabilities)."""
-    probs = torch.softmax(logits.float(), 0).numpy()
-    return export_probabilities(probs, props, plans, config, out_file, probabilities_file)
 
 
 def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,

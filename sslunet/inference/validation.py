@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from sslunet.evaluation.evaluate import evaluate_folders
 from sslunet.inference.predictor import (
-    export_prediction,
+    export_probabilities,
     inference_config,
     network_predictor,
-    predict_logits,
+    predict_probabilities,
 )
 from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.storage import load_case
@@ -36,8 +36,9 @@ def predict_and_evaluate(network: torch.nn.Module, plans: Plans, config: Configu
     inference = inference_config(config, tta=tta)
     for case_id in tqdm(case_ids, desc=desc, unit="case"):
         data, _, props = load_case(case_folder, case_id)
-        logits = predict_logits([predictor], data, config, plans.num_classes, inference, device)
-        export_prediction(logits, props, plans, config, out_dir / f"{case_id}{file_ending}")
+        probs = predict_probabilities([predictor], data, config, plans.num_classes, inference,
+                                      device)
+        export_probabilities(probs, props, plans, config, out_dir / f"{case_id}{file_ending}")
     summary = evaluate_folders(ref_dir, out_dir, labels=plans.labels, file_ending=file_ending,
                                output=out_dir, reference_cases=case_ids, verbose=False)
     print(f"{desc}: {dice_line(summary)} ({out_dir / 'summary.json'})", file=sys.stderr)

@@ -181,11 +181,6 @@ def apply_nonlinear(image: np.ndarray, params: NonlinearParams) -> np.ndarray:
     return np.where(hi > lo, mapped, image).astype(image.dtype, copy=False)
 
 
-def nonlinear_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw and apply a random monotone Bezier intensity curve."""
-    return apply_nonlinear(image, draw_nonlinear(rng))
-
-
 # --- Models Genesis: local pixel shuffling ----------------------------------------------------
 
 
@@ -241,19 +236,6 @@ def apply_local_shuffle(image: np.ndarray, params: ShuffleParams) -> np.ndarray:
     return out
 
 
-def local_pixel_shuffle(
-    image: np.ndarray,
-    rng: np.random.Generator,
-    num_blocks: int = 1000,
-    max_block: int | Sequence[int] | None = None,
-) -> np.ndarray:
-    """Draw and apply :func:`draw_local_shuffle`."""
-    _check_image(image)
-    return apply_local_shuffle(
-        image, draw_local_shuffle(image.shape[1:], rng, num_blocks, max_block)
-    )
-
-
 # --- Models Genesis: in-painting and out-painting ---------------------------------------------
 
 
@@ -304,22 +286,6 @@ def apply_paint(image: np.ndarray, params: PaintParams) -> np.ndarray:
     for box in params.boxes:
         out[box.index()] = src[box.index()]
     return out
-
-
-def inpaint(
-    image: np.ndarray, rng: np.random.Generator, max_boxes: int = 5, p_more: float = 0.95
-) -> np.ndarray:
-    """Fill random boxes with noise (Models Genesis in-painting)."""
-    _check_image(image)
-    return apply_paint(image, draw_paint(image.shape[1:], rng, False, max_boxes, p_more))
-
-
-def outpaint(
-    image: np.ndarray, rng: np.random.Generator, max_boxes: int = 5, p_more: float = 0.95
-) -> np.ndarray:
-    """Keep random boxes, fill the rest with noise (Models Genesis out-painting)."""
-    _check_image(image)
-    return apply_paint(image, draw_paint(image.shape[1:], rng, True, max_boxes, p_more))
 
 
 # --- Models Genesis: composition --------------------------------------------------------------
