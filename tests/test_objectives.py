@@ -14,9 +14,7 @@ from sslunet.errors import InputError
 from sslunet.preprocessing.storage import CaseProperties, list_cases, save_case
 from sslunet.ssl.objectives import get_objective, list_objectives, register_objective
 from sslunet.ssl.objectives.base import grid_pool, parse_options
-from sslunet.ssl.objectives.contrastive import (
-    ContrastiveObjective, decoder_features_at, default_local_level,
-)
+from sslunet.ssl.objectives.contrastive import ContrastiveObjective, default_local_level
 from sslunet.ssl.views import PartitionBatchLoader, ZipStream, partition_position
 from test_pretrain import CONFIGS, build_tiny_dataset, make_setup
 
@@ -157,8 +155,9 @@ def test_partial_decoder_matches_the_full_forward(tiny, config):
     x = torch.randn(2, 1, *plans.configurations[config].patch_size)
     _, skips, dec = net.forward_with_features(x)
     for level in range(len(dec)):
-        assert torch.allclose(decoder_features_at(net, skips, level), dec[level], atol=1e-6)
-    assert obj.level == 1 and obj.decoder_blocks == (0,)  # 1/4 in-plane: one block of two
+        assert torch.allclose(net.decode_to(skips, level), dec[level], atol=1e-6)
+    assert obj.level == 1 and obj.decoder_levels == (1,)  # 1/4 in-plane: one block of two
+    assert obj.hyperparameters()["trained_decoder_blocks"] == [0]
 
 
 def test_default_local_level_is_a_quarter_of_the_in_plane_resolution():

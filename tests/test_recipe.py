@@ -21,6 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Net(nn.Module):
+    encoder_part = "encoder"  # the network contract's name of the encoder (networks/registry.py)
+
     def __init__(self):
         super().__init__()
         self.encoder = nn.Linear(4, 4)

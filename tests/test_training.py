@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from _tiny_dataset import DATASET, tiny_home, tiny_overrides, trained_home
 
 from sslunet.errors import InputError
-from sslunet.networks import build_network
+from sslunet.networks import PlainConvUNet, build_network
 from sslunet.planning.splits import choose_labeled
 from sslunet.plans import Plans
 from sslunet.runs import checkpoint as ckpt_mod
@@ -36,7 +36,7 @@ from sslunet.training.losses import (
     downsample_target,
     foreground_confusion,
 )
-from sslunet.training.pretrained import STEM_KEY, load_pretrained
+from sslunet.training.pretrained import load_pretrained
 from sslunet.training.schedule import learning_rate
 from sslunet.training.trainer import Trainer
 
@@ -397,6 +397,9 @@ def test_init_with_other_architecture_is_refused(tmp_path_factory, tmp_path):
     assert "\n" not in str(err.value)
 
 
+STEM = f"{PlainConvUNet.input_conv_key}.weight"  # the one tensor whose shape follows the channels
+
+
 @pytest.mark.parametrize("n_old,n_new", [(1, 2), (2, 3)])
 def test_init_adapts_input_channels(tmp_path_factory, tmp_path, n_old, n_new):
     plans, ckpt, path = _trained(tmp_path_factory, tmp_path)
@@ -404,11 +407,11 @@ def test_init_adapts_input_channels(tmp_path_factory, tmp_path, n_old, n_new):
     if n_old != 1:  # a checkpoint of a network with n_old input channels
         src = build_network(config, n_old, plans.num_classes, seed=5)
         ckpt = {**ckpt, "network_weights": src.state_dict()}
-    old = ckpt["network_weights"][STEM_KEY]
+    old = ckpt["network_weights"][STEM]
     net = build_network(config, n_new, plans.num_classes, seed=9)
     report = load_pretrained(net, ckpt, config, path)
-    new = net.state_dict()[STEM_KEY]
-    assert report["adapted_input_channels"] == [STEM_KEY]
+    new = net.state_dict()[STEM]
+    assert report["adapted_input_channels"] == [STEM]
     assert new.shape == (old.shape[0], n_new, *old.shape[2:])
     for o, i in itertools.product(range(old.shape[0]), range(n_new)):
         expected = sum(old[o, j] for j in range(n_old)) / n_old / n_new

@@ -6,7 +6,19 @@ module. Networks register explicitly (``sslunet/networks/__init__.py`` imports t
 never by crawling the file system.
 
 A registered network is an ``nn.Module`` subclass with a classmethod
-``from_plan(plan, num_input_channels, num_classes, deep_supervision, seed) -> nn.Module``.
+``from_plan(plan, num_input_channels, num_classes, deep_supervision, seed) -> nn.Module`` and
+the **network contract** that pretraining objectives, weight transfer and per-part learning
+rates rely on (they never spell a network's attribute paths; see ``PlainConvUNet``):
+
+- ``forward(x)`` -> logits (a list, highest resolution first, with deep supervision);
+  ``set_deep_supervision(bool)``; ``forward_with_features(x)`` -> (logits, encoder features,
+  decoder features); ``encode(x)`` -> encoder features; ``decode_to(skips, level)`` -> the
+  decoder's features at ``level`` (0 = full resolution); ``num_decoder_levels``;
+- module names relative to the network: ``encoder_part``; ``decoder_parts(levels=None)`` (the
+  decoder blocks producing those levels, heads excluded); ``head_part(level)``;
+  ``encoder_stages()`` (modules, highest resolution first); ``task_specific_prefixes``
+  (never transferred: the segmentation heads); ``input_conv_key`` (the conv whose weight
+  follows the number of input channels).
 """
 
 from __future__ import annotations

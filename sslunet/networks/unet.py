@@ -208,11 +208,15 @@ class PlainConvUNet(nn.Module):
         ValueError: inconsistent topology.
     """
 
+    # ---- the network contract (sslunet.networks.registry): the parts that objectives, weight
+    # transfer and per-part learning rates address, by module name relative to the network.
     # Prefixes of the parameters that depend on the task (output classes): skip them when
     # loading pretrained weights for fine-tuning.
     task_specific_prefixes = ("decoder.seg_layers.",)
     # The only conv whose weight shape depends on the number of input channels.
     input_conv_key = "encoder.stages.0.0.conv"
+    # forward(x) -> skips, highest resolution first (bottleneck last)
+    encoder_part = "encoder"
 
     def __init__(self, ndim: int, input_channels: int, num_classes: int,
                  features_per_stage: Sequence[int], strides: Sequence[Shape],
@@ -280,6 +284,52 @@ class PlainConvUNet(nn.Module):
         """
         self._check_input(x)
         return self.decoder(self.encoder(x))
+
+    @property
+    def num_decoder_levels(self) -> int:
+        return len(self.decoder.stages)
+
+    def _block(self, level: int) -> int:
+        # the decoder's module lists run from the bottleneck up; level 0 is full resolution
+        if not 0 <= level < self.num_decoder_levels:
+            raise ValueError(f"decoder level {level} not in [0, {self.num_decoder_levels - 1}]")
+        return self.num_decoder_levels - 1 - level
+
+    def decoder_parts(self, levels: Sequence[int] | None = None) -> tuple[str, ...]:
+        """Names of the decoder blocks (upsampling + convs, not the heads) that produce
+        ``levels`` (0 = full resolution); None: the whole decoder."""
+        if levels is None:
+            return ("decoder.transpconvs", "decoder.stages")
+        return tuple(f"decoder.{part}.{self._block(lvl)}"
+                     for lvl in sorted(levels, reverse=True) for part in ("transpconvs", "stages"))
+
+    def head_part(self, level: int = 0) -> str:
+        """Name of the segmentation head (1x1 conv) at decoder level ``level``."""
+        return f"decoder.seg_layers.{self._block(level)}"
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's outputs for ``x (B, C_in, *spatial)``, highest resolution first."""
+        self._check_input(x)
+        return self.encoder(x)
+
+    def encoder_stages(self) -> nn.ModuleList:
+        """The encoder's stages, highest resolution first."""
+        return self.encoder.stages
+
+    def decode_to(self, skips: list[torch.Tensor], level: int) -> torch.Tensor:
+        """Run the decoder from the bottleneck only up to ``level`` (0 = full resolution).
+
+        Args: skips: the encoder outputs, highest resolution first.
+
+        Returns:
+            ``(B, C_level, *skips[level].shape[2:])``, equal to ``decoder_features[level]`` of
+            :meth:`forward_with_features`.
+        """
+        dec, x = self.decoder, skips[-1]
+        for s in range(self._block(level) + 1):
+            # (B, C_below, *S_below) -> up -> (B, C_skip, *S_skip); concat -> (B, 2C_skip, *S_skip)
+            x = dec.stages[s](torch.cat((dec.transpconvs[s](x), skips[-(s + 2)]), dim=1))
+        return x
 
     def forward_with_features(self, x: torch.Tensor):
         """One pass returning everything the SSL objectives need.

@@ -25,8 +25,6 @@ from torch import nn
 
 from sslunet.training.config import TrainingConfig
 
-ENCODER_PREFIX = "network.encoder."
-
 
 def single_group(model: nn.Module) -> list[dict]:
     """Every trainable parameter at the base learning rate (the default)."""
@@ -47,12 +45,13 @@ def finetune_groups(model: nn.Module, loaded: Collection[str], cfg: TrainingConf
         decoder blocks) and ``new`` (random tensors outside the encoder), in that order.
     """
     loaded = {f"network.{k}" for k in loaded}
+    encoder = f"network.{model.network.encoder_part}."
     names = ("encoder_pretrained", "encoder", "pretrained", "new")
     params: dict[str, list] = {n: [] for n in names}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        enc, pre = name.startswith(ENCODER_PREFIX), name in loaded
+        enc, pre = name.startswith(encoder), name in loaded
         params[names[(0 if pre else 1) if enc else (2 if pre else 3)]].append(p)
     scale = {"encoder_pretrained": cfg.pretrained_lr_scale, "pretrained": cfg.pretrained_lr_scale}
     frozen = {"encoder_pretrained": cfg.freeze_encoder_epochs,

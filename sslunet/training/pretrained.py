@@ -26,8 +26,6 @@ from sslunet.plans import ConfigurationPlan
 
 ARCH_FIELDS = ("network", "pool_op_kernel_sizes", "conv_kernel_sizes", "features_per_stage",
                "n_conv_per_stage_encoder", "n_conv_per_stage_decoder")
-NEVER_LOADED = ("decoder.seg_layers.",)
-STEM_KEY = "encoder.stages.0.0.conv.weight"
 
 
 def check_compatible(ckpt: dict, config: ConfigurationPlan, path: Path) -> None:
@@ -63,7 +61,9 @@ def load_pretrained(network: nn.Module, ckpt: dict, config: ConfigurationPlan,
     source = ckpt["network_weights"]
     prefixes = tuple(ckpt.get("transferable_prefixes", ("encoder.", "decoder.")))
     target = network.state_dict()
-    wanted = [k for k in target if k.startswith(prefixes) and not k.startswith(NEVER_LOADED)]
+    # task-specific tensors (segmentation heads) never load; the input conv adapts its channels
+    never, stem = tuple(network.task_specific_prefixes), f"{network.input_conv_key}.weight"
+    wanted = [k for k in target if k.startswith(prefixes) and not k.startswith(never)]
     missing = [k for k in wanted if k not in source]
     if missing:
         raise InputError(f"checkpoint lacks {len(missing)} tensor(s) the network needs (first: "
@@ -71,7 +71,7 @@ def load_pretrained(network: nn.Module, ckpt: dict, config: ConfigurationPlan,
     loaded, adapted = {}, []
     for k in wanted:
         w = source[k]
-        if k == STEM_KEY and w.shape != target[k].shape and w.shape[0] == target[k].shape[0] \
+        if k == stem and w.shape != target[k].shape and w.shape[0] == target[k].shape[0] \
                 and w.shape[2:] == target[k].shape[2:]:
             w = _adapt_stem(w, target[k].shape[1])
             adapted.append(k)

@@ -43,17 +43,14 @@ class RestorationObjective(PretrainObjective):
         pred = self.network(batch["data"])  # (B, C, *patch), full resolution only
         return {"loss": self.restoration_loss(pred.float(), batch)}
 
-    def _head_index(self) -> int:
-        # the decoder's module lists run from the bottleneck up: the last entry is full res
-        return len(self.network.decoder.seg_layers) - 1
-
     def trainable_modules(self) -> tuple[str, ...]:
-        return ("network.encoder", "network.decoder.transpconvs", "network.decoder.stages",
-                f"network.decoder.seg_layers.{self._head_index()}")
+        net = self.network
+        return tuple(f"network.{p}" for p in (net.encoder_part, *net.decoder_parts(),
+                                              net.head_part(0)))
 
     def transferable_prefixes(self) -> tuple[str, ...]:
         # the output head maps to image channels, useless for segmentation: never transferred
-        return ("encoder.", "decoder.transpconvs.", "decoder.stages.")
+        return tuple(f"{p}." for p in (self.network.encoder_part, *self.network.decoder_parts()))
 
     def make_stream(self, case_ids: Sequence[str], batch_size: int, seed: int, train: bool,
                     num_workers: int, pin: bool) -> BatchStream:

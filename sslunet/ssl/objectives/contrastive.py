@@ -43,18 +43,25 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sslunet.ssl.two_views import contrastive_view_transforms, unmirror
 from sslunet.data.loader import BatchStream, make_loader
 from sslunet.errors import InputError
 from sslunet.ssl.losses import (
-    GlobalDomainContrastiveLoss, LocalContrastiveLoss, extract_regions, nearest_region_table,
+    GlobalDomainContrastiveLoss,
+    LocalContrastiveLoss,
+    extract_regions,
+    nearest_region_table,
     region_corners,
 )
 from sslunet.ssl.objectives.base import (
-    PretrainObjective, Stage, full_precision, patch_stream, seeded,
+    PretrainObjective,
+    Stage,
+    full_precision,
+    patch_stream,
+    seeded,
 )
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, pooled_embedding
+from sslunet.ssl.two_views import contrastive_view_transforms, unmirror
 from sslunet.ssl.views import PartitionBatchLoader
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -114,25 +121,6 @@ def default_local_level(strides: Sequence[Sequence[int]]) -> int:
     return next((lvl for lvl in range(deepest + 1) if max(cum[lvl][-2:]) >= 4), deepest)
 
 
-def decoder_features_at(network: nn.Module, skips: list[torch.Tensor], level: int) -> torch.Tensor:
-    """Run the decoder from the bottleneck only up to ``level`` (0 = full resolution).
-
-    Args:
-        network: a PlainConvUNet.
-        skips: the encoder outputs, highest resolution first.
-        level: the decoder level to stop at.
-
-    Returns:
-        ``(B, C_level, *skips[level].shape[2:])``, equal to ``decoder_features[level]`` of
-        ``forward_with_features``.
-    """
-    dec, x = network.decoder, skips[-1]
-    for s in range(len(skips) - 1 - level):
-        # (B, C_below, *S_below) -> up -> (B, C_skip, *S_skip); concat -> (B, 2 C_skip, *S_skip)
-        x = dec.stages[s](torch.cat((dec.transpconvs[s](x), skips[-(s + 2)]), dim=1))
-    return x
-
-
 class LocalHead(nn.Module):
     """g2: 1x1 conv, InstanceNorm, LeakyReLU, 1x1 conv; regions flattened and projected.
 
@@ -170,7 +158,7 @@ class ContrastiveObjective(PretrainObjective):
             raise InputError(f"--local-level must be in [0, {deepest}] for configuration "
                              f"'{cfg.name}', got {level}")
         self.level = level
-        self.decoder_blocks = tuple(range(deepest + 1 - level))  # module indices, bottleneck up
+        self.decoder_levels = tuple(range(level, deepest + 1))  # decoded for the local loss
         down = cumulative_strides(cfg.pool_op_kernel_sizes)[level]
         self.feature_shape = tuple(p // d for p, d in zip(cfg.patch_size, down))
         region = tuple(min(options.region_size, n) for n in self.feature_shape)
@@ -190,31 +178,33 @@ class ContrastiveObjective(PretrainObjective):
         f = self.options.local_epochs_fraction
         return (Stage("global", "stage1_global", 1.0 - f), Stage("local", "stage2_local", f))
 
-    def _decoder_modules(self) -> tuple[str, ...]:
-        return tuple(f"network.decoder.{part}.{s}" for s in self.decoder_blocks
-                     for part in ("transpconvs", "stages"))
+    def _decoder_parts(self) -> tuple[str, ...]:
+        return self.network.decoder_parts(self.decoder_levels)
 
     def trainable_modules(self) -> tuple[str, ...]:
         if self.stage == "global":
-            return ("network.encoder", "global_projection")
-        return (*self._decoder_modules(), "local_head")
+            return (f"network.{self.network.encoder_part}", "global_projection")
+        return (*(f"network.{p}" for p in self._decoder_parts()), "local_head")
 
     def trained_modules(self) -> tuple[str, ...]:
         if self.stage == "global":
             return self.trainable_modules()
-        return ("network.encoder", "global_projection", *self.trainable_modules())
+        return (f"network.{self.network.encoder_part}", "global_projection",
+                *self.trainable_modules())
 
     def transferable_prefixes(self) -> tuple[str, ...]:
-        if self.stage == "global":
-            return ("encoder.",)
-        return ("encoder.", *(m.removeprefix("network.") + "." for m in self._decoder_modules()))
+        parts = (self.network.encoder_part,)
+        if self.stage == "local":
+            parts += self._decoder_parts()
+        return tuple(f"{p}." for p in parts)
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "local_level": self.level,
                 "local_feature_shape": list(self.feature_shape),
                 "local_region_size": list(self.local_head.region),
                 "num_regions": len(self.local_head.corners),
-                "trained_decoder_blocks": list(self.decoder_blocks)}
+                "trained_decoder_blocks": sorted(
+                    self.network.num_decoder_levels - 1 - lvl for lvl in self.decoder_levels)}
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict) -> dict:
@@ -235,8 +225,8 @@ class ContrastiveObjective(PretrainObjective):
     def _local(self, batch: dict) -> torch.Tensor:
         views = torch.cat([batch["data_view1"], batch["data_view2"]])  # (2B, C, *patch)
         with torch.no_grad():  # frozen encoder: no graph through it
-            skips = self.network.encoder(views)
-        f1, f2 = decoder_features_at(self.network, skips, self.level).chunk(2)  # (B, C, *S) each
+            skips = self.network.encode(views)
+        f1, f2 = self.network.decode_to(skips, self.level).chunk(2)  # (B, C, *S) each
         if "view2_flips" in batch:  # mirrored view 2: map its features back onto view 1's grid
             f2 = unmirror(f2, batch["view2_flips"], batch["view2_flips"].shape[1])
         e1, e2 = self.local_head(torch.cat([f1, f2])).chunk(2)  # (B, R, D) each

@@ -167,7 +167,7 @@ class RefsObjective(PretrainObjective):
 
     def matched_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters of the last ``match_stages`` encoder stages."""
-        stages = self.network.encoder.stages[-self.options.match_stages:]
+        stages = self.network.encoder_stages()[-self.options.match_stages:]
         return [p for stage in stages for p in stage.parameters()]
 
     def forward(self, batch: dict) -> dict:
@@ -189,12 +189,12 @@ class RefsObjective(PretrainObjective):
         return out
 
     def trainable_modules(self) -> tuple[str, ...]:
-        last = len(self.network.decoder.seg_layers) - 1
-        return ("network.encoder", "network.decoder.transpconvs", "network.decoder.stages",
-                f"network.decoder.seg_layers.{last}", "projection")
+        net = self.network
+        parts = (net.encoder_part, *net.decoder_parts(), net.head_part(0))
+        return (*(f"network.{p}" for p in parts), "projection")
 
     def transferable_prefixes(self) -> tuple[str, ...]:
-        return ("encoder.",)
+        return (f"{self.network.encoder_part}.",)
 
     def hyperparameters(self) -> dict:
         matched = sum(p.numel() for p in self.matched_parameters())

@@ -30,14 +30,19 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sslunet.ssl.two_views import contrastive_view_transforms
 from sslunet.data.loader import BatchStream
 from sslunet.ssl.losses import NTXentLoss
 from sslunet.ssl.objectives.base import (
-    ProjectionHead, PretrainObjective, full_precision, grid_pool, patch_stream, pooled_grid,
+    PretrainObjective,
+    ProjectionHead,
+    full_precision,
+    grid_pool,
+    patch_stream,
+    pooled_grid,
     seeded,
 )
 from sslunet.ssl.objectives.registry import register_objective
+from sslunet.ssl.two_views import contrastive_view_transforms
 
 CONTRASTIVE_TRAINING = {"optimizer": "adamw", "lr": 1e-3, "epochs": 40}
 
@@ -90,7 +95,7 @@ def global_head(setup, options, seed_offset: int = 1) -> GlobalHead:
 
 def pooled_embedding(network: nn.Module, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``(N, C, *patch) -> (N, D)``: bottleneck features, grid-pooled, projected."""
-    return head(network.encoder(x)[-1])
+    return head(network.encode(x)[-1])
 
 
 def two_view_embeddings(network, head, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,10 +124,10 @@ class SimCLRObjective(PretrainObjective):
             return {"loss": self.loss_fn(z1.float(), z2.float())}
 
     def trainable_modules(self) -> tuple[str, ...]:
-        return ("network.encoder", "projection")
+        return (f"network.{self.network.encoder_part}", "projection")
 
     def transferable_prefixes(self) -> tuple[str, ...]:
-        return ("encoder.",)
+        return (f"{self.network.encoder_part}.",)
 
     def make_stream(self, case_ids: Sequence[str], batch_size: int, seed: int, train: bool,
                     num_workers: int, pin: bool) -> BatchStream:
