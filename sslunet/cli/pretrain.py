@@ -9,7 +9,7 @@ from sslunet.cli._common import (
     float_range, nonnegative_float, nonnegative_int, paths_from_env, positive_float,
     positive_int, positive_int_tuple, probability, run,
 )
-from sslunet.cli.finetune import add_training_args, training_overrides
+from sslunet.cli._training_flags import add_training_args, training_overrides
 from sslunet.dataset.resolve import resolve_dataset_name
 from sslunet.ssl.objectives import list_objectives
 from sslunet.ssl.objectives.refs import SSL_LOSSES
@@ -110,9 +110,11 @@ def main(argv: list[str] | None = None) -> None:
         paths = paths_from_env()
         dist_ctx = DistContext.from_environ(os.environ)
         name = resolve_dataset_name(args.dataset, [paths.preprocessed])
-        opts = PretrainOptions(name, args.objective, args.configuration, args.include_test,
-                               args.val_fraction, args.seed, args.device,
-                               args.continue_training, options, training_overrides(args))
+        opts = PretrainOptions(
+            dataset=name, objective=args.objective, configuration=args.configuration,
+            include_test=args.include_test, val_fraction=args.val_fraction, seed=args.seed,
+            device=args.device, continue_training=args.continue_training,
+            objective_options=options, overrides=training_overrides(args))
         try:
             run_dir = pretrain(paths, opts, dist_ctx)
         finally:
