@@ -11,7 +11,9 @@ from sslunet.cli._common import (
 )
 from sslunet.cli._training_flags import add_training_args, training_overrides
 from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.errors import InputError
 from sslunet.ssl.objectives import list_objectives
+from sslunet.ssl.objectives.options import OptionError
 from sslunet.ssl.objectives.refs import SSL_LOSSES
 from sslunet.ssl.pretrain import PretrainOptions, finetune_command, pretrain
 from sslunet.training.distributed import DistContext, shutdown_distributed
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
             objective_options=options, overrides=training_overrides(args))
         try:
             run_dir = pretrain(paths, opts, dist_ctx)
+        except OptionError as e:  # the library names options by field: show them as flags
+            raise InputError(e.describe(lambda o: OBJECTIVE_FLAGS[o][0])) from None
         finally:
             shutdown_distributed()
         if dist_ctx.is_main:
