@@ -49,10 +49,10 @@ def test_registry_lists_every_objective_and_rejects_unknown_names():
         register_objective("random")
 
 
-def test_options_are_validated_with_the_flag_name():
+def test_options_are_validated_with_the_option_name():
     opts_cls = get_objective("mae").Options
     assert parse_options("mae", opts_cls, {"mask_ratio": 0.75}).mask_ratio == 0.75
-    with pytest.raises(InputError, match="option --temperature does not apply to objective 'mae'"):
+    with pytest.raises(InputError, match="option temperature does not apply to objective 'mae'"):
         parse_options("mae", opts_cls, {"temperature": 0.2})
     with pytest.raises(InputError, match="mask_ratio must be in"):
         parse_options("mae", opts_cls, {"mask_ratio": 1.5})

@@ -337,6 +337,29 @@ def test_cli_pretrains_and_prints_the_finetune_command(tiny, tmp_path, monkeypat
     assert e.value.code == 2 and "--mask-ratio does not apply to objective 'simclr'" in err
 
 
+def test_cli_objective_option_errors_name_the_flag(tiny, tmp_path, monkeypatch, capsys):
+    from sslunet.cli.pretrain import main
+
+    paths, plans = tiny
+    monkeypatch.setenv("SSLUNET_HOME", str(paths.preprocessed.parent))
+    monkeypatch.setenv("SSLUNET_RESULTS", str(tmp_path / "results"))
+    cases = {  # an option of another objective; a value the plan's network cannot take
+        ("-l", "mae", "--temperature", "0.2"): "error: option --temperature does not apply to "
+        "objective 'mae' (its options: --block-size, --mask-ratio)",
+        ("-l", "contrastive", "--local-level", "9"): "error: invalid option for objective "
+        "'contrastive': --local-level must be in [0, 1] for configuration '2d', got 9",
+        ("-l", "mae", "--block-size", "2,2,2"): "--block-size needs 1 or 2 entries",
+    }
+    for argv, message in cases.items():
+        with pytest.raises(SystemExit) as e:
+            main(["-d", "901", *argv, "--device", "cpu"])
+        err = capsys.readouterr().err
+        errors = [ln for ln in err.splitlines() if "error:" in ln]
+        assert e.value.code == 2 and len(errors) == 1 and message in errors[0], err
+        assert "Traceback" not in err
+    assert not (tmp_path / "results").exists()  # refused before anything was written
+
+
 def test_include_test_needs_preprocessed_test_images(tiny, tmp_path):
     paths0, plans = tiny
     paths = Paths(paths0.raw, paths0.preprocessed, tmp_path / "results")

@@ -3,20 +3,24 @@ argparse ``type=`` functions that validate numeric values and names at the CLI b
 
 Environment variables are read here, at the CLI boundary, and nowhere else: library functions
 receive :class:`sslunet.paths.Paths` (or plain paths) explicitly. Every numeric flag is parsed
-by one of the ``type=`` functions below, so a bad value (``-f abc``, ``--epochs 0``, ``--lr -1``)
+by one of the ``type=`` functions here (the generic ones come from
+:mod:`sslunet.utils.argtypes`), so a bad value (``-f abc``, ``--epochs 0``, ``--lr -1``)
 is argparse's usual one-line error with exit status 2, before any work or folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from typing import Callable
 
 from sslunet.errors import InputError
 from sslunet.paths import Paths, check_folder_name
+from sslunet.utils.argtypes import (  # noqa: F401  (re-exported for the commands)
+    float_range, int_range, nonnegative_float, nonnegative_int, positive_float, positive_int,
+    positive_int_tuple, probability, seed_int,
+)
 
 
 def run(fn: Callable[[], object]) -> None:
@@ -45,58 +49,8 @@ def paths_from_env(verbose: bool = True, check: bool = True) -> Paths:
 
 
 # ------------------------------------------------------------------------- argparse types
-def _parse(kind: type, text: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
-    """``type=`` for an integer in ``[low, high]`` (``high`` None: no upper bound)."""
-    where = f">= {low}" if high is None else f"in [{low}, {high}]"
-
-    def parse(text: str) -> int:
-        value = _parse(int, text)
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be an integer {where}, got {text!r}")
-        return value
-
-    parse.__name__ = f"integer {where}"
-    return parse
-
-
-def float_range(low: float | None = None, high: float | None = None, low_open: bool = False,
-                high_open: bool = False) -> Callable[[str], float]:
-    """``type=`` for a finite number in an interval (open or closed at each end)."""
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    where = (f"> {low:g}" if low_open else f">= {low:g}") if high is None else \
-        f"in {left}{low:g}, {high:g}{right}"
-
-    def parse(text: str) -> float:
-        value = _parse(float, text)
-        if (low is not None and (value < low or (low_open and value == low))) or \
-                (high is not None and (value > high or (high_open and value == high))):
-            raise argparse.ArgumentTypeError(f"must be a number {where}, got {text!r}")
-        return value
-
-    parse.__name__ = f"number {where}"
-    return parse
-
-
-positive_int = int_range(1)
-nonnegative_int = int_range(0)
-seed_int = int_range(0, 2**32 - 1)  # what numpy's and torch's seeding accept
-positive_float = float_range(0.0, low_open=True)
-nonnegative_float = float_range(0.0)
-probability = float_range(0.0, 1.0)
-
-
+# The generic ones (numbers in a range, N,N,N) are imported above from sslunet.utils.argtypes,
+# a library module because objectives name them for their options; these are the commands' own.
 def fold(text: str) -> int | str:
     """``type=`` for a cross-validation fold: an integer >= 0, or ``all``."""
     if text == "all":
@@ -117,17 +71,6 @@ def label_budget(text: str) -> str:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"must be a number of labelled volumes >= 1 or 'all', "
                                          f"got {text!r}") from None
-
-
-def positive_int_tuple(text: str) -> tuple[int, ...]:
-    """``type=`` for ``N`` or ``N,N,N`` with every entry >= 1."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or N,N,N, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"entries must be >= 1, got {text!r}")
-    return values
 
 
 def folder_name(text: str) -> str:

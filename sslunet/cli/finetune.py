@@ -5,47 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from sslunet.cli._common import (
-    fold, nonnegative_int, paths_from_env, positive_float, positive_int, run, seed_int,
-)
-
-
-def add_training_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by finetune and pretrain; each overrides one TrainingConfig field."""
-    g = p.add_argument_group("training schedule (defaults: nnU-Net's)")
-    g.add_argument("--epochs", type=positive_int)
-    g.add_argument("--iters-per-epoch", type=positive_int)
-    g.add_argument("--val-iters", type=nonnegative_int, help="0: no validation loss")
-    g.add_argument("--batch-size", type=positive_int, help="default: the plan's")
-    g.add_argument("--lr", type=positive_float)
-    g.add_argument("--warmup-epochs", type=nonnegative_int)
-    g.add_argument("--optimizer", choices=["sgd", "adamw"])
-    g.add_argument("--num-workers", type=nonnegative_int,
-                   help="background augmentation processes (0: in the main process)")
-    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    g.add_argument("--seed", type=seed_int, default=0)
-    g.add_argument("--continue", dest="continue_training", action="store_true",
-                   help="resume an interrupted run from its latest checkpoint")
-
-
-def add_recipe_args(p: argparse.ArgumentParser) -> None:
-    """Fine-tuning recipe flags (finetune and study); see sslunet/training/param_groups.py."""
-    g = p.add_argument_group("fine-tuning recipe for pretrained weights")
-    g.add_argument("--freeze-encoder-epochs", type=nonnegative_int,
-                   help="keep the encoder frozen for the first N epochs (decoder and heads "
-                        "learn first), then train everything")
-    g.add_argument("--pretrained-lr-scale", type=positive_float,
-                   help="learning-rate multiplier for the tensors loaded from the checkpoint")
-
-
-def training_overrides(args) -> dict:
-    keys = ("epochs", "iters_per_epoch", "val_iters", "batch_size", "lr", "warmup_epochs",
-            "optimizer", "num_workers", "freeze_encoder_epochs", "pretrained_lr_scale")
-    out = {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None}
-    if args.no_amp:
-        out["amp"] = False
-    return out
+from sslunet.cli._common import fold, paths_from_env, positive_int, run
+from sslunet.cli._training_flags import add_recipe_args, add_training_args, training_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,10 +43,11 @@ def main(argv: list[str] | None = None) -> None:
         paths = paths_from_env()
         dist_ctx = DistContext.from_environ(os.environ)
         name = resolve_dataset_name(args.dataset, [paths.preprocessed])
-        opts = FinetuneOptions(name, args.configuration, args.fold, args.init, args.num_labeled,
-                               args.seed, args.device, args.continue_training,
-                               not args.no_validation, not args.disable_tta,
-                               training_overrides(args))
+        opts = FinetuneOptions(
+            dataset=name, configuration=args.configuration, fold=args.fold, init=args.init,
+            num_labeled=args.num_labeled, seed=args.seed, device=args.device,
+            continue_training=args.continue_training, validate=not args.no_validation,
+            tta=not args.disable_tta, overrides=training_overrides(args))
         try:
             run_dir = finetune(paths, opts, dist_ctx)
         finally:

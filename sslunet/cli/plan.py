@@ -52,11 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     def go():
         paths = paths_from_env()
         raw = resolve_raw_dataset(args.dataset, paths.raw)
-        opts = PlanOptions(tuple(args.configurations), args.gpu_memory_gb,
-                           args.num_processes, args.overwrite, args.verify_only,
-                           not args.no_preprocess, args.include_test,
-                           base_features=args.base_features, max_features=args.max_features,
-                           target_spacing=args.target_spacing and tuple(args.target_spacing))
+        opts = PlanOptions(
+            configurations=tuple(args.configurations), gpu_memory_gb=args.gpu_memory_gb,
+            num_processes=args.num_processes, overwrite=args.overwrite,
+            verify_only=args.verify_only, preprocess=not args.no_preprocess,
+            include_test=args.include_test, base_features=args.base_features,
+            max_features=args.max_features,
+            target_spacing=args.target_spacing and tuple(args.target_spacing))
         plan_and_preprocess(raw, paths.preprocessed, opts)
 
     run(go)

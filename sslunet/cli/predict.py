@@ -68,9 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         check_writable_folder(args.output, "output folder (-o)")
         folds = tuple(str(f) for f in args.folds) if args.folds else None
         opts = PredictOptions(
-            args.input, args.output, args.dataset, args.model, folds, args.checkpoint,
-            args.step_size, not args.disable_tta, args.save_probabilities, args.overwrite,
-            args.device, args.num_processes)
+            input_dir=args.input, output_dir=args.output, dataset=args.dataset,
+            model=args.model, folds=folds, checkpoint=args.checkpoint,
+            step_size=args.step_size, tta=not args.disable_tta,
+            save_probabilities=args.save_probabilities, overwrite=args.overwrite,
+            device=args.device, num_processes=args.num_processes)
         summary = predict_folder(paths, opts)
         print(f"{len(summary.predicted)} case(s) predicted, {len(summary.skipped)} skipped "
               f"(outputs already present); masks in {summary.output_dir}")

@@ -5,11 +5,31 @@ from __future__ import annotations
 import argparse
 
 from sslunet.cli._common import (
-    fold, folder_name, label_budget, nonnegative_int, paths_from_env, positive_float,
-    positive_int, run, seed_int,
+    fold, folder_name, label_budget, paths_from_env, positive_int, run, seed_int,
+)
+from sslunet.cli._training_flags import (
+    SCHEDULE_FLAGS, add_device_arg, add_overrides, add_recipe_args, training_overrides,
 )
 from sslunet.dataset.resolve import resolve_dataset_name
-from sslunet.study.run import StudyOptions, run_study
+from sslunet.study.run import STUDY_SCHEDULE, StudyOptions, run_study
+
+# where the study's fine-tuning flags mean more than the shared help says
+STUDY_HELPS = {
+    "epochs": "fine-tuning epochs",
+    "iters_per_epoch": "fine-tuning iterations per epoch",
+    "val_iters": "validation iterations per epoch (the pseudo-Dice curve that convergence is "
+                 "measured on)",
+    "optimizer": f"fine-tuning optimiser for every init (default: {STUDY_SCHEDULE['optimizer']})",
+    "lr": f"fine-tuning learning rate for every init (default: {STUDY_SCHEDULE['lr']:g})",
+    "warmup_epochs": "fine-tuning warm-up epochs for every init (default: "
+                     f"{STUDY_SCHEDULE['warmup_epochs']})",
+    "num_workers": "background augmentation processes of every fine-tuning and pretraining run "
+                   "(0: in the main process)",
+}
+RECIPE_HELPS = {
+    "freeze_encoder_epochs": "pretrained inits: encoder frozen for the first N fine-tuning epochs",
+    "pretrained_lr_scale": "pretrained inits: learning-rate multiplier for the loaded tensors",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,27 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=seed_int, default=[0])
     p.add_argument("--name", type=folder_name,
                    help="study folder name (default: from configuration and inits)")
-    p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs")
-    p.add_argument("--iters-per-epoch", type=positive_int,
-                   help="fine-tuning iterations per epoch")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--val-iters", type=nonnegative_int, help="validation iterations per epoch "
-                   "(the pseudo-Dice curve that convergence is measured on)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"],
-                   help="fine-tuning optimiser for every init (default: adamw)")
-    p.add_argument("--lr", type=positive_float,
-                   help="fine-tuning learning rate for every init (default: 3e-3)")
-    p.add_argument("--warmup-epochs", type=nonnegative_int,
-                   help="fine-tuning warm-up epochs for every init (default: 0)")
-    p.add_argument("--freeze-encoder-epochs", type=nonnegative_int,
-                   help="pretrained inits: encoder frozen for the first N fine-tuning epochs")
-    p.add_argument("--pretrained-lr-scale", type=positive_float,
-                   help="pretrained inits: learning-rate multiplier for the loaded tensors")
+    add_overrides(p.add_argument_group("fine-tuning schedule (every run)"), SCHEDULE_FLAGS,
+                  STUDY_HELPS)
+    add_recipe_args(p, RECIPE_HELPS)
     p.add_argument("--pretrain-epochs", type=positive_int)
     p.add_argument("--pretrain-iters-per-epoch", type=positive_int)
     p.add_argument("--pretrain-batch-size", type=positive_int)
-    p.add_argument("--num-workers", type=nonnegative_int)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_device_arg(p)
     p.add_argument("--no-test", action="store_true",
                    help="do not score imagesTs/labelsTs even when they exist")
     p.add_argument("--disable-tta", action="store_true",
@@ -69,19 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     def go():
         paths = paths_from_env()
         name = resolve_dataset_name(args.dataset, [paths.preprocessed])
-        ft = _pick(args, [("epochs", "epochs"), ("iters_per_epoch", "iters_per_epoch"),
-                          ("batch_size", "batch_size"), ("num_workers", "num_workers"),
-                          ("val_iters", "val_iters"), ("optimizer", "optimizer"), ("lr", "lr"),
-                          ("warmup_epochs", "warmup_epochs"),
-                          ("freeze_encoder_epochs", "freeze_encoder_epochs"),
-                          ("pretrained_lr_scale", "pretrained_lr_scale")])
         pt = _pick(args, [("pretrain_epochs", "epochs"),
                           ("pretrain_iters_per_epoch", "iters_per_epoch"),
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])
-        opts = StudyOptions(name, args.configuration, tuple(args.inits), tuple(args.labeled),
-                            tuple(str(f) for f in args.folds), tuple(args.seeds), args.name,
-                            args.device, ft, pt, not args.no_test, args.convergence_budget,
-                            not args.disable_tta)
+        opts = StudyOptions(
+            dataset=name, configuration=args.configuration, inits=tuple(args.inits),
+            budgets=tuple(args.labeled), folds=tuple(str(f) for f in args.folds),
+            seeds=tuple(args.seeds), name=args.name, device=args.device,
+            finetune_overrides=training_overrides(args), pretrain_overrides=pt,
+            evaluate_test=not args.no_test, convergence_budget=args.convergence_budget,
+            tta=not args.disable_tta)
         out = run_study(paths, opts)
         print((out / "study.md").read_text())
         print(f"study outputs: {out}")

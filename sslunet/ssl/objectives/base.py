@@ -29,6 +29,7 @@ from sslunet.data.loader import BatchStream, make_loader
 from sslunet.data.sampling import PatchDataLoader
 from sslunet.errors import InputError
 from sslunet.networks import build_network
+from sslunet.ssl.objectives.options import parse_options
 from sslunet.paths import Paths
 from sslunet.plans import ConfigurationPlan, Plans
 
@@ -77,31 +78,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class NoOptions:
-    """Objectives without options."""
-
-
-def parse_options(objective: str, options_cls: type, raw: dict) -> object:
-    """Build an objective's frozen options dataclass from ``{field: value}``.
-
-    Args:
-        objective: objective name, for messages.
-        options_cls: the objective's ``Options`` dataclass.
-        raw: user-given values (CLI flags that were set); missing fields keep their defaults.
-
-    Raises:
-        InputError: an option that the objective does not have, or an invalid value.
-    """
-    known = {f.name for f in dataclasses.fields(options_cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        flag = "--" + unknown[0].replace("_", "-")
-        accepted = ", ".join("--" + k.replace("_", "-") for k in sorted(known)) or "none"
-        raise InputError(f"option {flag} does not apply to objective '{objective}' "
-                         f"(its options: {accepted})")
-    try:
-        return options_cls(**raw)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"invalid option for objective '{objective}': {e}") from None
+    """Objectives without options (each option is declared with :func:`~sslunet.ssl.
+    objectives.options.option`, which describes it for the command line)."""
 
 
 def seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:
@@ -180,10 +158,11 @@ def patch_stream(setup: PretrainSetup, case_ids: Sequence[str], batch_size: int,
 class PretrainObjective(nn.Module):
     """Base class of the registered objectives.
 
-    Subclasses set ``Options`` (a frozen dataclass of hyper-parameters), optionally
-    ``default_training`` (TrainingConfig fields that differ from the pretraining defaults) and
-    ``min_batch_size``, and implement :meth:`forward`, :meth:`make_stream`,
-    :meth:`trainable_modules` and :meth:`transferable_prefixes`.
+    Subclasses set ``Options`` (a frozen dataclass of hyper-parameters whose fields are
+    declared with :func:`~sslunet.ssl.objectives.options.option`; ``sslunet_pretrain`` makes
+    its flags from them), optionally ``default_training`` (TrainingConfig fields that differ
+    from the pretraining defaults) and ``min_batch_size``, and implement :meth:`forward`,
+    :meth:`make_stream`, :meth:`trainable_modules` and :meth:`transferable_prefixes`.
 
     Args:
         network: the planned U-Net (built by :meth:`create`).

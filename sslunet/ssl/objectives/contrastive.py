@@ -44,7 +44,6 @@ import torch
 from torch import nn
 
 from sslunet.data.loader import BatchStream, make_loader
-from sslunet.errors import InputError
 from sslunet.ssl.losses import (
     GlobalDomainContrastiveLoss,
     LocalContrastiveLoss,
@@ -59,50 +58,52 @@ from sslunet.ssl.objectives.base import (
     patch_stream,
     seeded,
 )
+from sslunet.ssl.objectives.options import OptionError, option, require
 from sslunet.ssl.objectives.registry import register_objective
-from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, pooled_embedding
+from sslunet.ssl.objectives.simclr import (
+    CONTRASTIVE_TRAINING, TwoViewContrastiveOptions, global_head, pooled_embedding,
+)
 from sslunet.ssl.two_views import contrastive_view_transforms, unmirror
 from sslunet.ssl.views import PartitionBatchLoader
+from sslunet.utils.argtypes import float_range, nonnegative_int, positive_int
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 
 
 @dataclass(frozen=True)
-class ContrastiveOptions:
-    """Hyper-parameters of both stages (names are the CLI flags without ``--``)."""
+class ContrastiveOptions(TwoViewContrastiveOptions):
+    """Hyper-parameters of both stages; temperature, proj_* and crop_min as in ``simclr``."""
 
-    strategy: str = "GD"  # "GD" or "GD-"
-    temperature: float = 0.1
-    partitions: int = 4
-    local_epochs_fraction: float = 0.5
-    local_level: int | None = None  # decoder level, 0 = full resolution; None: 1/4 in-plane
-    local_variant: str = "LR"  # "LR" or "LD"
-    local_negatives: int = 5  # nearest regions used as negatives; 0 = all other regions
-    region_size: int = 3
-    proj_dim: int = 128
-    proj_hidden: int = 1024
-    crop_min: float = 0.5
-    local_views: str = "mirror"  # "mirror" (ours, default) or "intensity" (the paper's)
-    local_negatives_from: str = "batch"  # "batch" (ours, default) or "image" (the paper)
+    strategy: str = option("GD", "global loss: positives from the same partition of every "
+                                 "volume (GD) or the other view only (GD-)", choices=("GD", "GD-"))
+    partitions: int = option(4, "partitions per volume", positive_int)
+    local_epochs_fraction: float = option(0.5, "share of the epochs for the local stage",
+                                          float_range(0.0, 1.0, True, True))
+    local_level: int | None = option(None, "decoder level of the local loss, 0 = full "
+                                           "resolution", nonnegative_int,
+                                     default_text="the first level at 1/4 in-plane resolution")
+    local_variant: str = option("LR", "local loss: positives from the other view (LR) or also "
+                                      "from same-partition images (LD)", choices=("LR", "LD"))
+    local_negatives: int = option(5, "nearest regions used as negatives, 0 = all other regions",
+                                  nonnegative_int)
+    region_size: int = option(3, "local region edge", positive_int)
+    local_views: str = option("mirror", "local stage: view 2 also mirrored, features mapped back "
+                                        "(mirror, ours), or intensity-only views as the paper "
+                                        "(intensity)", choices=("mirror", "intensity"))
+    local_negatives_from: str = option("batch", "local stage: negatives from the anchor's own "
+                                                "image (image, the paper) or also every region "
+                                                "of the batch's other images (batch, ours)",
+                                       choices=("image", "batch"))
 
     def __post_init__(self):
-        if self.strategy not in ("GD", "GD-"):
-            raise ValueError(f"strategy must be GD or GD-, got {self.strategy!r}")
-        if self.local_variant not in ("LR", "LD"):
-            raise ValueError(f"local_variant must be LR or LD, got {self.local_variant!r}")
-        if not self.temperature > 0 or self.partitions < 1 or self.region_size < 1:
-            raise ValueError("temperature must be > 0, partitions and region_size >= 1")
-        if not 0.0 < self.local_epochs_fraction < 1.0:
-            raise ValueError(f"local_epochs_fraction must be in (0, 1), got "
-                             f"{self.local_epochs_fraction}")
-        if self.local_negatives_from not in ("image", "batch"):
-            raise ValueError(f"local_negatives_from must be image or batch, got "
-                             f"{self.local_negatives_from!r}")
-        if self.local_views not in ("mirror", "intensity"):
-            raise ValueError(f"local_views must be mirror or intensity, got {self.local_views!r}")
-        if self.local_negatives < 0 or not 0.0 < self.crop_min <= 1.0:
-            raise ValueError("local_negatives must be >= 0 and crop_min in (0, 1]")
+        super().__post_init__()
+        require(self.partitions >= 1, "partitions", f"must be >= 1, got {self.partitions}")
+        require(0.0 < self.local_epochs_fraction < 1.0, "local_epochs_fraction",
+                f"must be in (0, 1), got {self.local_epochs_fraction}")
+        require(self.local_negatives >= 0, "local_negatives",
+                f"must be >= 0, got {self.local_negatives}")
+        require(self.region_size >= 1, "region_size", f"must be >= 1, got {self.region_size}")
 
 
 def cumulative_strides(strides: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
@@ -155,8 +156,8 @@ class ContrastiveObjective(PretrainObjective):
         level = default_local_level(cfg.pool_op_kernel_sizes) if options.local_level is None \
             else options.local_level
         if not 0 <= level <= deepest:
-            raise InputError(f"--local-level must be in [0, {deepest}] for configuration "
-                             f"'{cfg.name}', got {level}")
+            raise OptionError(self.name, "local_level", f"must be in [0, {deepest}] for "
+                              f"configuration '{cfg.name}', got {level}")
         self.level = level
         self.decoder_levels = tuple(range(level, deepest + 1))  # decoded for the local loss
         down = cumulative_strides(cfg.pool_op_kernel_sizes)[level]

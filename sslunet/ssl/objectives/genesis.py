@@ -21,7 +21,7 @@ the reference's flip is the mirroring augmentation of the pipeline. Shapes: inpu
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -29,22 +29,25 @@ import torch
 from sslunet.ssl.corruptions import genesis_corrupt
 from sslunet.ssl.losses import ReconstructionLoss
 from sslunet.ssl.objectives._restoration import RestorationObjective
+from sslunet.ssl.objectives.options import option, require
 from sslunet.ssl.objectives.registry import register_objective
+from sslunet.utils.argtypes import probability
 
 
 @dataclass(frozen=True)
 class GenesisOptions:
     """Probabilities of each corruption step (Models Genesis defaults)."""
 
-    p_nonlinear: float = 0.9
-    p_local_shuffle: float = 0.5
-    p_paint: float = 0.9
-    p_outpaint: float = 0.8  # given that painting happens
+    p_nonlinear: float = option(0.9, "probability of the non-linear intensity curve",
+                                probability)
+    p_local_shuffle: float = option(0.5, "probability of local pixel shuffling", probability)
+    p_paint: float = option(0.9, "probability of in- or out-painting", probability)
+    p_outpaint: float = option(0.8, "probability of out-painting, given painting", probability)
 
     def __post_init__(self):
-        for name in ("p_nonlinear", "p_local_shuffle", "p_paint", "p_outpaint"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            require(0.0 <= value <= 1.0, f.name, f"must be in [0, 1], got {value}")
 
 
 def _genesis(image: np.ndarray, rng: np.random.Generator, options: GenesisOptions):

@@ -23,28 +23,30 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sslunet.errors import InputError
 from sslunet.ssl.corruptions import apply_mask, block_mask
 from sslunet.ssl.losses import MaskedMSELoss
 from sslunet.ssl.objectives._restoration import RestorationObjective
+from sslunet.ssl.objectives.options import OptionError, option, require
 from sslunet.ssl.objectives.registry import register_objective
+from sslunet.utils.argtypes import float_range, positive_int_tuple
 
 BLOCKS_PER_AXIS = 8
 
 
 @dataclass(frozen=True)
 class MAEOptions:
-    """Args: mask_ratio: share of blocks masked. block_size: block edge, one int or one per
-    axis (None: patch // 8 per axis)."""
+    """How much of the patch is hidden, in blocks of which size."""
 
-    mask_ratio: float = 0.6
-    block_size: tuple[int, ...] | None = None
+    mask_ratio: float = option(0.6, "share of the blocks masked", float_range(0.0, 1.0, True, True))
+    block_size: tuple[int, ...] | None = option(
+        None, "block edge, N or Z,Y,X", positive_int_tuple,
+        default_text=f"patch // {BLOCKS_PER_AXIS} per axis")
 
     def __post_init__(self):
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.block_size is not None and min(self.block_size) < 1:
-            raise ValueError(f"block_size must be positive, got {self.block_size}")
+        require(0.0 < self.mask_ratio < 1.0, "mask_ratio",
+                f"must be in (0, 1), got {self.mask_ratio}")
+        require(self.block_size is None or min(self.block_size) >= 1, "block_size",
+                f"must be positive, got {self.block_size}")
 
 
 def default_block_size(patch) -> tuple[int, ...]:
@@ -69,7 +71,8 @@ class MAEObjective(RestorationObjective):
         if len(block) == 1:
             block = block * cfg.ndim
         if len(block) != cfg.ndim:
-            raise InputError(f"--block-size needs 1 or {cfg.ndim} entries, got {block}")
+            raise OptionError(self.name, "block_size", f"needs 1 or {cfg.ndim} entries, got "
+                                                       f"{block}")
         self.block_size = tuple(int(b) for b in block)
         self.loss_fn = MaskedMSELoss()
 

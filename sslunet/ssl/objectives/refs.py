@@ -46,44 +46,40 @@ from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.preprocessing.storage import case_paths, list_cases, load_plans, preprocessed_dir
 from sslunet.ssl.losses import NTXentLoss, encoder_gradients, gradient_matching_loss
-from sslunet.ssl.objectives.base import (
-    PretrainObjective,
-    full_precision,
-    parse_options,
-    patch_stream,
-)
+from sslunet.ssl.objectives.base import PretrainObjective, full_precision, patch_stream
+from sslunet.ssl.objectives.options import OptionError, option, parse_options, require
 from sslunet.ssl.objectives.registry import register_objective
-from sslunet.ssl.objectives.simclr import CONTRASTIVE_TRAINING, global_head, two_view_embeddings
+from sslunet.ssl.objectives.simclr import (
+    CONTRASTIVE_TRAINING, TwoViewContrastiveOptions, global_head, two_view_embeddings,
+)
 from sslunet.ssl.two_views import contrastive_view_transforms
 from sslunet.ssl.views import ZipStream
 from sslunet.training.losses import DiceCELoss
 from sslunet.training.pretrained import ARCH_FIELDS
+from sslunet.utils.argtypes import nonnegative_float, positive_int
 
 SSL_LOSSES = ("simclr",)
 REF_OVERSAMPLE = 0.33  # nnU-Net's foreground oversampling for the supervised reference task
 
 
 @dataclass(frozen=True)
-class RefsOptions:
-    """Names are the CLI flags without ``--``; temperature/proj_*/crop_min as in simclr."""
+class RefsOptions(TwoViewContrastiveOptions):
+    """The SSL loss's temperature, proj_* and crop_min as in ``simclr``; then the reference task
+    and how its gradients are matched."""
 
-    ssl_loss: str = "simclr"
-    reference: str = "self"
-    lambda_ref: float = 1.0
-    lambda_gm: float = 1.0
-    match_stages: int = 2
-    temperature: float = 0.1
-    proj_dim: int = 128
-    proj_hidden: int = 1024
-    crop_min: float = 0.5
+    ssl_loss: str = option("simclr", "self-supervised loss", choices=SSL_LOSSES)
+    reference: str = option("self", "reference segmentation task: 'self' (this dataset's "
+                                     "labels) or another planned dataset")
+    lambda_ref: float = option(1.0, "reference loss weight", nonnegative_float)
+    lambda_gm: float = option(1.0, "gradient matching weight", nonnegative_float)
+    match_stages: int = option(2, "last encoder stages whose gradients are matched",
+                               positive_int)
 
     def __post_init__(self):
-        if self.ssl_loss not in SSL_LOSSES:
-            raise ValueError(f"ssl_loss must be one of {SSL_LOSSES}, got {self.ssl_loss!r}")
-        if self.lambda_ref < 0 or self.lambda_gm < 0 or self.match_stages < 1:
-            raise ValueError("lambda_ref and lambda_gm must be >= 0, match_stages >= 1")
-        if not self.temperature > 0 or not 0.0 < self.crop_min <= 1.0:
-            raise ValueError("temperature must be > 0 and crop_min in (0, 1]")
+        super().__post_init__()
+        require(self.lambda_ref >= 0, "lambda_ref", f"must be >= 0, got {self.lambda_ref}")
+        require(self.lambda_gm >= 0, "lambda_gm", f"must be >= 0, got {self.lambda_gm}")
+        require(self.match_stages >= 1, "match_stages", f"must be >= 1, got {self.match_stages}")
 
 
 @dataclass(frozen=True)
@@ -144,8 +140,9 @@ class RefsObjective(PretrainObjective):
     def __init__(self, network, setup, options: RefsOptions, reference: ReferenceData):
         super().__init__(network, setup, options)
         if options.match_stages > setup.config.num_stages:
-            raise InputError(f"--match-stages must be <= {setup.config.num_stages}, the "
-                             f"encoder's stages, got {options.match_stages}")
+            raise OptionError(self.name, "match_stages", f"must be <= "
+                              f"{setup.config.num_stages}, the encoder's stages, got "
+                              f"{options.match_stages}")
         self.reference = reference
         self.projection = global_head(setup, options)
         self.ssl_loss_fn = NTXentLoss(options.temperature)

@@ -32,33 +32,40 @@ from sslunet.errors import InputError
 from sslunet.ssl.corruptions import context_restoration
 from sslunet.ssl.losses import ReconstructionLoss
 from sslunet.ssl.objectives._restoration import RestorationObjective
+from sslunet.ssl.objectives.options import OptionError, option, require
 from sslunet.ssl.objectives.registry import register_objective
+from sslunet.utils.argtypes import positive_int, positive_int_tuple
 
 SWAPPED_SHARE = 2 * 10 * 5 * 5 / 192**2  # Chen et al.'s setting: 20 boxes of 5x5 in 192^2
+SWAP_EDGE = 5  # voxels along the finest axis (Chen et al.'s 5x5 boxes)
 MAX_DEFAULT_SWAPS = 256
 MAX_COVERED = 0.25  # share of the patch the swapped boxes may cover
 
 
 @dataclass(frozen=True)
 class RegressionOptions:
-    """Args: num_swaps: N pairs per image (None: keep the paper's swapped share). swap_size:
-    box edge per axis, one int or one per axis (None: 5 voxels along the finest axis, isotropic
-    in mm)."""
+    """How many pairs of boxes are swapped, and how large they are (None: the defaults derived
+    from the patch and the spacing, see the module docstring)."""
 
-    num_swaps: int | None = None
-    swap_size: tuple[int, ...] | None = None
+    num_swaps: int | None = option(
+        None, "pairs of boxes swapped per image", positive_int,
+        default_text=f"as many as cover {SWAPPED_SHARE:.2%} of the patch, 1 to "
+                     f"{MAX_DEFAULT_SWAPS}")
+    swap_size: tuple[int, ...] | None = option(
+        None, "swapped box edge, N or Z,Y,X", positive_int_tuple,
+        default_text=f"{SWAP_EDGE} voxels along the finest axis, the same mm along the others")
 
     def __post_init__(self):
-        if self.num_swaps is not None and self.num_swaps < 1:
-            raise ValueError(f"num_swaps must be >= 1, got {self.num_swaps}")
-        if self.swap_size is not None and min(self.swap_size) < 1:
-            raise ValueError(f"swap_size must be positive, got {self.swap_size}")
+        require(self.num_swaps is None or self.num_swaps >= 1, "num_swaps",
+                f"must be >= 1, got {self.num_swaps}")
+        require(self.swap_size is None or min(self.swap_size) >= 1, "swap_size",
+                f"must be positive, got {self.swap_size}")
 
 
 def default_swap_size(spacing, patch) -> tuple[int, ...]:
     """5 voxels along the finest axis, the same extent in mm along the others."""
     finest = min(spacing)
-    return tuple(max(1, min(p, round(5 * finest / s))) for s, p in zip(spacing, patch))
+    return tuple(max(1, min(p, round(SWAP_EDGE * finest / s))) for s, p in zip(spacing, patch))
 
 
 def default_num_swaps(patch, box) -> int:
@@ -84,7 +91,8 @@ class RegressionObjective(RestorationObjective):
         if len(size) == 1:
             size = size * cfg.ndim
         if len(size) != cfg.ndim:
-            raise InputError(f"--swap-size needs 1 or {cfg.ndim} entries, got {size}")
+            raise OptionError(self.name, "swap_size", f"needs 1 or {cfg.ndim} entries, got "
+                                                      f"{size}")
         self.swap_size = tuple(int(s) for s in size)
         self.num_swaps = options.num_swaps or default_num_swaps(cfg.patch_size, self.swap_size)
         covered = 2 * self.num_swaps * math.prod(self.swap_size) / math.prod(cfg.patch_size)

@@ -41,29 +41,36 @@ from sslunet.ssl.objectives.base import (
     pooled_grid,
     seeded,
 )
+from sslunet.ssl.objectives.options import check_choices, option, require
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.two_views import contrastive_view_transforms
+from sslunet.utils.argtypes import float_range, positive_float, positive_int
 
 CONTRASTIVE_TRAINING = {"optimizer": "adamw", "lr": 1e-3, "epochs": 40}
 
 
 @dataclass(frozen=True)
-class SimCLROptions:
-    """Args: temperature: tau. proj_dim / proj_hidden: g1's output / hidden width.
-    crop_min: smallest crop fraction per in-plane axis of a view (the largest is 1)."""
+class TwoViewContrastiveOptions:
+    """What every two-view contrastive objective sets (``simclr``, ``contrastive``, ``refs``:
+    their options classes extend this one, so the names in ``pretrain_config.json`` agree)."""
 
-    temperature: float = 0.1
-    proj_dim: int = 128
-    proj_hidden: int = 1024
-    crop_min: float = 0.5
+    temperature: float = option(0.1, "temperature tau of the contrastive loss", positive_float)
+    proj_dim: int = option(128, "projection output width", positive_int)
+    proj_hidden: int = option(1024, "hidden width of the global projection head", positive_int)
+    crop_min: float = option(0.5, "smallest crop fraction per in-plane axis of a view (the "
+                                  "largest is 1)", float_range(0.0, 1.0, low_open=True))
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.proj_dim < 1 or self.proj_hidden < 1:
-            raise ValueError("proj_dim and proj_hidden must be >= 1")
-        if not 0.0 < self.crop_min <= 1.0:
-            raise ValueError(f"crop_min must be in (0, 1], got {self.crop_min}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(self.proj_dim >= 1, "proj_dim", f"must be >= 1, got {self.proj_dim}")
+        require(self.proj_hidden >= 1, "proj_hidden", f"must be >= 1, got {self.proj_hidden}")
+        require(0.0 < self.crop_min <= 1.0, "crop_min", f"must be in (0, 1], got {self.crop_min}")
+        check_choices(self)
+
+
+@dataclass(frozen=True)
+class SimCLROptions(TwoViewContrastiveOptions):
+    """SimCLR has exactly the shared two-view options."""
 
 
 class GlobalHead(nn.Module):
