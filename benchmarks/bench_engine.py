@@ -50,7 +50,7 @@ from sslunet.paths import Paths
 from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.storage import list_cases, load_case
 from sslunet.training.config import finetune_defaults
-from sslunet.training.finetune import make_loader_factory
+from sslunet.training.api import make_loader_factory
 from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json

@@ -44,7 +44,7 @@ from sslunet.errors import InputError  # noqa: E402
 from sslunet.paths import Paths  # noqa: E402
 from sslunet.preprocessing.storage import list_cases  # noqa: E402
 from sslunet.ssl.objectives import PretrainSetup, get_objective, list_objectives  # noqa: E402
-from sslunet.ssl.pretrain import SOURCES, PretrainOptions, training_config  # noqa: E402
+from sslunet.ssl.api import SOURCES, PretrainOptions, training_config  # noqa: E402
 from sslunet.training.trainer import Trainer  # noqa: E402
 from sslunet.utils.device import resolve_device  # noqa: E402
 

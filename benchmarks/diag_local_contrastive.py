@@ -30,7 +30,7 @@ from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import pretrain_dir
 from sslunet.ssl.objectives import get_objective
 from sslunet.ssl.objectives.base import PretrainSetup
-from sslunet.ssl.pretrain import load_weights, pretrain_images, split_holdout
+from sslunet.ssl.api import load_weights, pretrain_images, split_holdout
 from sslunet.training.config import TrainingConfig
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sslunet.errors import InputError
 from sslunet.utils.atomic import read_json, write_json
 from sslunet.utils.serialization import from_dict, to_dict
 
@@ -212,8 +213,6 @@ class Plans:
 
     def configuration(self, name: str) -> ConfigurationPlan:
         if name not in self.configurations:
-            from sslunet.errors import InputError
-
             raise InputError(
                 f"configuration '{name}' is not planned for {self.dataset_name}; "
                 f"available: {', '.join(self.configurations)}"
@@ -287,8 +286,6 @@ class Plans:
 
 def _load_versioned(cls, path: str | Path, expected: int):
     """Read a JSON file written by ``save``; a broken (e.g. hand-edited) file is an InputError."""
-    from sslunet.errors import InputError
-
     try:
         data = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
@@ -327,8 +324,6 @@ def _number(v) -> bool:
 def _check_version(data: dict, expected: int, where) -> None:
     found = data.get("schema_version")
     if found != expected:
-        from sslunet.errors import InputError
-
         raise InputError(
             f"schema_version {found} is not supported by this sslunet (expects {expected}); "
             "re-run sslunet_plan to regenerate it",

@@ -163,7 +163,7 @@ def tiny_home(tmp_path_factory, dst: Path) -> Paths:
 def trained_home(tmp_path_factory, dst: Path) -> tuple[Paths, Path]:
     """A private copy of the planned dataset plus one finished 2d fold-0 run (with the final
     sliding-window validation); returns ``(paths, run folder)``."""
-    from sslunet.training.finetune import FinetuneOptions, finetune
+    from sslunet.training.api import FinetuneOptions, finetune
 
     if "trained" not in _CACHE:
         home = tmp_path_factory.mktemp("tiny_trained") / "home"

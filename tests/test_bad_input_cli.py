@@ -377,7 +377,7 @@ def test_plans_problems_name_plans_json(tmp_path_factory, tmp_path):
 
 
 def test_default_study_name_never_holds_a_path(tmp_path):
-    from sslunet.study.run import StudyOptions
+    from sslunet.study.api import StudyOptions
 
     opts = StudyOptions(DATASET, inits=("random", "../../../../elsewhere/x.pt"))
     assert "/" not in opts.study_name and ".." not in opts.study_name.split("-")
@@ -388,7 +388,7 @@ WORKERS_SCRIPT = """
 import os, sys, time
 import numpy as np
 from sslunet.data.loader import make_loader
-from sslunet.inference.predict import _make_exporter
+from sslunet.inference.api import _make_exporter
 
 class Loader:  # the smallest batchgenerators-style data loader
     def set_thread_id(self, i):

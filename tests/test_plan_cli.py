@@ -400,7 +400,7 @@ def test_editing_plan_spacing_redoes_affected_cases(tmp_path, raw_dataset):
 def test_brats_two_channels(tmp_path):
     from sslunet.dataset.raw import load_raw_dataset
     from sslunet.plans import Plans
-    from sslunet.preprocessing.run import preprocess_dataset
+    from sslunet.preprocessing.api import preprocess_dataset
     from sslunet.preprocessing.storage import load_case
 
     raw = real_dataset("Dataset004_BraTS6")

@@ -28,7 +28,7 @@ from conftest import make_case, oblique_direction, write_image
 
 from sslunet.cli.predict import main
 from sslunet.dataset.imageio import read_array, read_header
-from sslunet.inference import predict as predict_lib
+from sslunet.inference import api as predict_lib
 from sslunet.inference.predictor import (
     export_probabilities,
     inference_config,

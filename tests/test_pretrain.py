@@ -25,7 +25,7 @@ from sslunet.preprocessing.storage import list_cases
 from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import pretrain_dir
 from sslunet.ssl.objectives import PretrainSetup, get_objective, list_objectives
-from sslunet.ssl.pretrain import (
+from sslunet.ssl.api import (
     PretrainOptions,
     finetune_command,
     load_weights,
@@ -222,7 +222,7 @@ class _CapturingTrainer:
 
 @pytest.mark.parametrize("objective", list_objectives())
 def test_finetune_starts_from_the_pretrained_weights(tiny, runs, objective, monkeypatch):
-    import sslunet.training.finetune as finetune_module
+    import sslunet.training.api as finetune_module
 
     paths, plans = tiny
     run_dir = runs(objective, "2d")
@@ -250,7 +250,7 @@ def test_finetune_starts_from_the_pretrained_weights(tiny, runs, objective, monk
 
 
 def test_checkpoint_of_another_configuration_is_refused(tiny, runs):
-    import sslunet.training.finetune as finetune_module
+    import sslunet.training.api as finetune_module
 
     paths, plans = tiny
     ckpt = runs("mae", "2d") / "checkpoint_final.pt"

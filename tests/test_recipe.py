@@ -13,7 +13,7 @@ from torch import nn
 from _tiny_dataset import DATASET, tiny_overrides, trained_home
 from sslunet.ssl.two_views import make_two_views, unmirror
 from sslunet.training.config import TrainingConfig
-from sslunet.training.finetune import FinetuneOptions, finetune
+from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.param_groups import finetune_groups
 from sslunet.training.trainer import Trainer
 

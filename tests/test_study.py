@@ -13,7 +13,7 @@ import pytest
 
 from _tiny_dataset import DATASET, tiny_home, tiny_overrides
 from sslunet.study.metrics import aggregate, convergence_epoch, markdown_table, time_to_epoch
-from sslunet.study.run import StudyOptions, run_study
+from sslunet.study.api import StudyOptions, run_study
 from sslunet.utils.atomic import read_json
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,8 +77,8 @@ def _add_test_cases(paths):
 def _simulated_failures():
     """A pretraining and a fine-tuning that fail while running (what no up-front check of the
     study's arguments can know; invalid arguments refuse the whole study instead)."""
-    import sslunet.ssl.pretrain as pretrain_mod
-    import sslunet.study.run as run_mod
+    import sslunet.ssl.api as pretrain_mod
+    import sslunet.study.api as run_mod
 
     original = run_mod._finetune_one
 

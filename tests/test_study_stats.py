@@ -15,7 +15,7 @@ import pytest
 from sslunet.study.collect import write_outputs
 from sslunet.study.metrics import markdown_table, per_class_table
 from sslunet.study.paired import paired_differences, paired_speedups
-from sslunet.study.run import StudyOptions
+from sslunet.study.api import StudyOptions
 
 # (init, budget, seed): (dice_mean, convergence_epoch); fold "0" everywhere
 RUNS = {

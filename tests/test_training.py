@@ -28,7 +28,7 @@ from sslunet.planning.splits import choose_labeled
 from sslunet.plans import Plans
 from sslunet.runs import checkpoint as ckpt_mod
 from sslunet.runs.checkpoint import load_checkpoint
-from sslunet.training.finetune import FinetuneOptions, finetune
+from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.losses import (
     DiceCELoss,
     SoftDiceLoss,

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def go() -> None:
-        from sslunet.evaluation.evaluate import evaluate_folders
+        from sslunet.evaluation.api import evaluate_folders
 
         check_writable_folder(args.output if args.output is not None else args.pred,
                               "output folder (-o, default: the prediction folder)")

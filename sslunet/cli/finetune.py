@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         # imported here: a bad argument is reported at once, without loading torch
         from sslunet.dataset.resolve import resolve_dataset_name
         from sslunet.training.distributed import DistContext, shutdown_distributed
-        from sslunet.training.finetune import FinetuneOptions, finetune
+        from sslunet.training.api import FinetuneOptions, finetune
 
         paths = paths_from_env()
         dist_ctx = DistContext.from_environ(os.environ)

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def go() -> None:
-        from sslunet.inference.predict import PredictOptions, predict_folder
+        from sslunet.inference.api import PredictOptions, predict_folder
 
         paths = paths_from_env(verbose=args.model is None, check=args.model is None)
         check_writable_folder(args.output, "output folder (-o)")

@@ -14,7 +14,7 @@ from sslunet.dataset.resolve import resolve_dataset_name
 from sslunet.errors import InputError
 from sslunet.ssl.objectives import OBJECTIVES, list_objectives
 from sslunet.ssl.objectives.options import OptionError
-from sslunet.ssl.pretrain import PretrainOptions, finetune_command, pretrain
+from sslunet.ssl.api import PretrainOptions, finetune_command, pretrain
 from sslunet.training.distributed import DistContext, shutdown_distributed
 
 

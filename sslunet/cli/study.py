@@ -11,7 +11,7 @@ from sslunet.cli._training_flags import (
     SCHEDULE_FLAGS, add_device_arg, add_overrides, add_recipe_args, training_overrides,
 )
 from sslunet.dataset.resolve import resolve_dataset_name
-from sslunet.study.run import STUDY_SCHEDULE, StudyOptions, run_study
+from sslunet.study.api import STUDY_SCHEDULE, StudyOptions, run_study
 
 # where the study's fine-tuning flags mean more than the shared help says
 STUDY_HELPS = {

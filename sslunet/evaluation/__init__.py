@@ -1,6 +1,6 @@
 """Segmentation metrics (Dice, HD95, volume error) and folder-level evaluation."""
 
-from sslunet.evaluation.evaluate import evaluate_folders
+from sslunet.evaluation.api import evaluate_folders
 from sslunet.evaluation.metrics import (
     EMPTY_MASK_NOTES,
     case_metrics,

@@ -62,7 +62,7 @@ def predict_probabilities(predictors: Sequence[Predictor], data: np.ndarray,
     """Fold-averaged softmax probabilities of one preprocessed case.
 
     Each fold's (TTA-averaged) logits go through a softmax and the probabilities are averaged
-    over folds (the ensembling choice is explained in :mod:`sslunet.inference.predict`).
+    over folds (the ensembling choice is explained in :mod:`sslunet.inference.api`).
 
     Args:
         predictors: One tile predictor per fold (see ``network_predictor``).

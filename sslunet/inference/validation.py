@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sslunet.evaluation.evaluate import evaluate_folders
+from sslunet.evaluation.api import evaluate_folders
 from sslunet.inference.predictor import (
     export_probabilities,
     inference_config,

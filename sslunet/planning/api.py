@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sslunet.dataset.raw import load_raw_dataset
+from sslunet.dataset.verify import verify_dataset
 from sslunet.errors import InputError
 from sslunet.paths import check_writable_folder
 from sslunet.planning.fingerprint import extract_fingerprint
 from sslunet.planning.planner import plan_experiment
 from sslunet.planning.splits import make_splits
 from sslunet.plans import Fingerprint, Plans
-from sslunet.preprocessing.run import copy_ground_truth, preprocess_dataset
+from sslunet.preprocessing.api import copy_ground_truth, preprocess_dataset
 from sslunet.utils.atomic import read_json, write_json
 
 
@@ -104,8 +105,6 @@ def plan_and_preprocess(raw_dir: Path, preprocessed_root: Path,
     fp = extract_fingerprint(dataset, opts.num_processes, opts.progress)
     if opts.verify_only:
         if counts["imagesTs"]:
-            from sslunet.dataset.verify import verify_dataset
-
             verify_dataset(dataset, opts.num_processes, opts.progress, include_test=True)
         _log(f"{dataset.name}: all checks passed")
         return None

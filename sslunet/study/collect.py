@@ -16,7 +16,7 @@ from sslunet.inference.validation import predict_and_evaluate
 from sslunet.networks import build_network
 from sslunet.paths import Paths
 from sslunet.plans import Plans
-from sslunet.preprocessing.run import preprocess_dataset
+from sslunet.preprocessing.api import preprocess_dataset
 from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import (
     LABELED_CASES,

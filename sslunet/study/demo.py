@@ -17,7 +17,7 @@ from sslunet.dataset.synthetic import SynthConfig, generate_dataset
 from sslunet.paths import Paths
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.study.overlay import save_overlay
-from sslunet.study.run import StudyOptions, run_study
+from sslunet.study.api import StudyOptions, run_study
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from sslunet.runs.layout import (
     is_checkpoint_path,
     pretrain_dir,
 )
-from sslunet.ssl import pretrain as ssl_pretrain  # module: tests replace ssl_pretrain.pretrain
+from sslunet.ssl import api as ssl_api  # the module: tests replace ssl_api.pretrain
 from sslunet.ssl.objectives import get_objective, list_objectives
 from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
-from sslunet.training.finetune import FinetuneOptions, finetune, training_config
+from sslunet.training.api import FinetuneOptions, finetune, training_config
 from sslunet.training.pretrained import check_compatible
 from sslunet.utils.atomic import read_json, write_json
 
@@ -91,7 +91,7 @@ def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
     reused = checkpoint_path(out).exists()
     if not reused:
         _log(f"pretraining {objective} -> {out}")
-        ssl_pretrain.pretrain(paths, ssl_pretrain.PretrainOptions(
+        ssl_api.pretrain(paths, ssl_api.PretrainOptions(
             dataset=opts.dataset, objective=objective, configuration=opts.configuration,
             device=opts.device, continue_training=True,
             overrides=dict(opts.pretrain_overrides)))
@@ -255,7 +255,7 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
         if is_objective(init) and not checkpoint_path(
                 pretrain_dir(paths, opts.dataset, init, opts.configuration)).exists():
             cls = get_objective(init)
-            cfg = ssl_pretrain.training_config(cls, ssl_pretrain.PretrainOptions(
+            cfg = ssl_api.training_config(cls, ssl_api.PretrainOptions(
                 opts.dataset, init, opts.configuration, overrides=dict(opts.pretrain_overrides)))
             batch = cfg.batch_size or config.batch_size
             if batch < cls.min_batch_size:
