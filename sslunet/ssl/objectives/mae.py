@@ -26,7 +26,7 @@ import torch
 from sslunet.ssl.corruptions import apply_mask, block_mask
 from sslunet.ssl.losses import MaskedMSELoss
 from sslunet.ssl.objectives._restoration import RestorationObjective
-from sslunet.ssl.objectives.options import OptionError, option, require
+from sslunet.ssl.objectives.options import option, per_axis, require
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.utils.argtypes import float_range, positive_int_tuple
 
@@ -67,13 +67,9 @@ class MAEObjective(RestorationObjective):
     def __init__(self, network, setup, options: MAEOptions):
         super().__init__(network, setup, options)
         cfg = setup.config
-        block = options.block_size or default_block_size(cfg.patch_size)
-        if len(block) == 1:
-            block = block * cfg.ndim
-        if len(block) != cfg.ndim:
-            raise OptionError(self.name, "block_size", f"needs 1 or {cfg.ndim} entries, got "
-                                                       f"{block}")
-        self.block_size = tuple(int(b) for b in block)
+        self.block_size = per_axis(self.name, "block_size",
+                                   options.block_size or default_block_size(cfg.patch_size),
+                                   cfg.ndim)
         self.loss_fn = MaskedMSELoss()
 
     def corruption(self):

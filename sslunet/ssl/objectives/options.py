@@ -156,3 +156,11 @@ def parse_options(objective: str, options_cls: type, raw: dict) -> object:
         raise OptionError(objective, e.option, e.problem) from None
     except (TypeError, ValueError) as e:
         raise OptionError(objective, None, str(e)) from None
+
+
+def per_axis(objective: str, field_name: str, value: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """An option given as ``N`` (every axis) or one entry per spatial axis, as ``ndim`` ints."""
+    value = tuple(value) * ndim if len(value) == 1 else tuple(value)
+    if len(value) != ndim:
+        raise OptionError(objective, field_name, f"needs 1 or {ndim} entries, got {value}")
+    return tuple(int(v) for v in value)

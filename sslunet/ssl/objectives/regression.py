@@ -32,7 +32,7 @@ from sslunet.errors import InputError
 from sslunet.ssl.corruptions import context_restoration
 from sslunet.ssl.losses import ReconstructionLoss
 from sslunet.ssl.objectives._restoration import RestorationObjective
-from sslunet.ssl.objectives.options import OptionError, option, require
+from sslunet.ssl.objectives.options import option, per_axis, require
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.utils.argtypes import positive_int, positive_int_tuple
 
@@ -87,13 +87,8 @@ class RegressionObjective(RestorationObjective):
     def __init__(self, network, setup, options: RegressionOptions):
         super().__init__(network, setup, options)
         cfg = setup.config
-        size = options.swap_size or default_swap_size(cfg.spacing, cfg.patch_size)
-        if len(size) == 1:
-            size = size * cfg.ndim
-        if len(size) != cfg.ndim:
-            raise OptionError(self.name, "swap_size", f"needs 1 or {cfg.ndim} entries, got "
-                                                      f"{size}")
-        self.swap_size = tuple(int(s) for s in size)
+        self.swap_size = per_axis(self.name, "swap_size", options.swap_size
+                                  or default_swap_size(cfg.spacing, cfg.patch_size), cfg.ndim)
         self.num_swaps = options.num_swaps or default_num_swaps(cfg.patch_size, self.swap_size)
         covered = 2 * self.num_swaps * math.prod(self.swap_size) / math.prod(cfg.patch_size)
         if any(b > p for b, p in zip(self.swap_size, cfg.patch_size)) or covered > MAX_COVERED:
