@@ -1,18 +1,20 @@
 """Segmentation networks, looked up by the registry key stored in a configuration plan.
 
-Every network module is imported here explicitly so that it registers itself; nothing is
-discovered by crawling the package folder.
+Every module of this package except ``registry`` defines and registers networks; they are
+imported here in name order, so adding a network means adding its module (and its test).
 """
 
-from sslunet.networks import unet  # noqa: F401  (registers "plain_unet")
+import importlib
+import pkgutil
+
 from sslunet.networks.registry import (
-    NETWORKS,
-    build_network,
-    get_network,
-    list_networks,
-    register_network,
+    NETWORKS, build_network, get_network, list_networks, register_network,
 )
 from sslunet.networks.unet import PlainConvUNet, UNetDecoder, UNetEncoder
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if not _module.startswith("_") and _module != "registry":
+        importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "NETWORKS",

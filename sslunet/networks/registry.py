@@ -2,8 +2,8 @@
 
 A :class:`~sslunet.plans.ConfigurationPlan` stores the registry key of its network
 (``plan.network``, default ``"plain_unet"``); :func:`build_network` turns that key back into a
-module. Networks register explicitly (``sslunet/networks/__init__.py`` imports their modules),
-never by crawling the file system.
+module. Each network registers itself with :func:`register_network` when its module is
+imported; ``sslunet/networks/__init__.py`` imports every network module of the package.
 
 A registered network is an ``nn.Module`` subclass with a classmethod
 ``from_plan(plan, num_input_channels, num_classes, deep_supervision, seed) -> nn.Module`` and

@@ -1,9 +1,9 @@
 """Named registry of self-supervised pretraining objectives.
 
 An objective is a :class:`~sslunet.ssl.objectives.base.PretrainObjective` subclass (an
-``nn.Module`` wrapping the network, its heads and its loss). Objectives register explicitly:
-``sslunet/ssl/objectives/__init__.py`` imports every objective module, nothing is discovered
-by crawling the package folder.
+``nn.Module`` wrapping the network, its heads and its loss). Each registers itself with
+:func:`register_objective` when its module is imported; ``sslunet/ssl/objectives/__init__.py``
+imports every objective module of the package (and only those).
 """
 
 from __future__ import annotations
