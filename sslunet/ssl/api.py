@@ -227,6 +227,8 @@ def pretrain(paths: Paths, opts: PretrainOptions, dist_ctx: DistContext = DistCo
                     "delete the folder to pretrain again", [s.folder for s in stages])
     check_writable_folder(run_dir, "pretraining folder")
     cfg = training_config(objective_cls, opts)  # a bad setting stops here
+    epochs = stage_epochs(cfg.epochs, stages)
+    stage_cfgs = [cfg.replace(epochs=n) for n in epochs]  # ... or one a stage's share breaks
     if opts.continue_training:
         check_resumable(run_dir, [s.folder for s in stages])
     batch = cfg.batch_size or config.batch_size
@@ -236,14 +238,13 @@ def pretrain(paths: Paths, opts: PretrainOptions, dist_ctx: DistContext = DistCo
     torch.backends.cudnn.benchmark = device.type == "cuda"
     run = _Run(setup, run_dir, train_ids, val_ids, batch, device, dist_ctx,
                opts.continue_training)
-    epochs = stage_epochs(cfg.epochs, stages)
     if dist_ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_config(run, opts, objective, cfg, stages, epochs)
     barrier()
     last = None
-    for stage, n in zip(stages, epochs):
-        last = _run_stage(objective, stage, cfg.replace(epochs=n), run)
+    for stage, stage_cfg in zip(stages, stage_cfgs):
+        last = _run_stage(objective, stage, stage_cfg, run)
     if last != checkpoint_path(run_dir) and dist_ctx.is_main:
         ckpt = load_checkpoint(last)
         save_checkpoint(checkpoint_path(run_dir), {k: v for k, v in ckpt.items()

@@ -68,6 +68,7 @@ class TrainingConfig:
             need(_is_number(getattr(self, name)) and getattr(self, name) >= 0, name, ">= 0")
         need(self.freeze_encoder_epochs <= self.epochs, "freeze_encoder_epochs",
              f"in [0, epochs = {self.epochs}]")
+        need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs = {self.epochs}]")
         need(self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'")
 
 
