@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from sslunet.paths import Paths
+from tests.helpers.paths import REAL_DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "Dataset003_ACDC"
+SOURCE = REAL_DATA / "Dataset003_ACDC"
 
-pytestmark = pytest.mark.skipif(not SOURCE.is_dir(), reason="shared ACDC data not present")
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(not SOURCE.is_dir(), reason="shared ACDC data not present")]
 
 
 def _protocol():

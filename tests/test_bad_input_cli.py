@@ -34,13 +34,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny_dataset import DATASET, tiny_home, trained_home
+from tests.helpers.datasets import DATASET, tiny_home, trained_home
 
 from sslunet.errors import InputError
 from sslunet.plans import Plans
 from sslunet.runs import checkpoint as ckpt_mod
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 
 
 # --------------------------------------------------------------------------- helpers

@@ -27,15 +27,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO, make_case, write_image, write_raw_dataset
 from sslunet.dataset.imageio import Geometry, check_geometry, read_array, read_header
 from sslunet.dataset.raw import load_raw_dataset
 from sslunet.errors import InputError
 from sslunet.paths import Paths
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.preprocessing.resampling import checked_new_shape
-from test_plan_cli import snapshot
-from test_predict import save_fake_model
+from tests.helpers.cli import snapshot
+from tests.helpers.datasets import make_case, plan_dataset, write_image, write_raw_dataset
+from tests.helpers.models import save_fake_model
+from tests.helpers.paths import REPO
 
 DS = "Dataset001_Toy"
 SHAPE = (4, 12, 12)
@@ -138,8 +139,7 @@ def _model(base: Path) -> tuple[Path, Path]:
     home = base / "home"
     paths = Paths.under(home)
     raw = write_raw_dataset(paths.raw, n_labelled=3, shape=SHAPE)
-    plans = plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
-        configurations=("2d",), num_processes=1, progress=False, preprocess=False))
+    plans = plan_dataset(raw, paths, ("2d",), preprocess=False)
     model_dir = paths.results / DS / "finetune" / "random__2d__all"
     save_fake_model(model_dir, plans, "2d", {"0": 1})
     return home, model_dir

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _tiny_dataset import DATASET, tiny_home
+from tests.helpers.datasets import DATASET, tiny_home
 
 from sslunet.networks import build_network
 from sslunet.plans import ConfigurationPlan
@@ -28,8 +28,8 @@ from sslunet.training.distributed import DistContext
 from sslunet.training.schedule import learning_rate
 from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.trainer import Trainer, unwrap
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ENV_VARS = ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS", "WORLD_SIZE", "RANK",
             "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

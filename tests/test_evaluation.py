@@ -18,8 +18,7 @@ from scipy.spatial.distance import cdist
 from sslunet.cli.evaluate import main as cli_main
 from sslunet.evaluation import case_metrics, dice, evaluate_folders, hd95, volume_difference_ml
 from sslunet.evaluation.metrics import directed_surface_distances
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 
 
 # --------------------------------------------------------------------------- naive references

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny_dataset import DATASET, tiny_home, trained_home
+from tests.helpers.datasets import DATASET, tiny_home, trained_home
 
 from sslunet.cli.finetune import main
 from sslunet.planning.splits import choose_labeled
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--batch-size", "2",
         "--num-workers", "0", "--device", "cpu"]
 ENV_VARS = ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS", "WORLD_SIZE", "RANK",

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from _feature_maps import conv_feature_map_size
 from torch import nn
 
 from sslunet.errors import InputError
@@ -19,6 +18,7 @@ from sslunet.networks import (
     register_network,
 )
 from sslunet.plans import ConfigurationPlan
+from tests.helpers.feature_maps import conv_feature_map_size
 
 
 def make_plan(ndim: int, network: str = "plain_unet", **changes) -> ConfigurationPlan:

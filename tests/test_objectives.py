@@ -11,28 +11,14 @@ import torch
 
 from sslunet.ssl.two_views import unmirror
 from sslunet.errors import InputError
-from sslunet.preprocessing.storage import CaseProperties, list_cases, save_case
+from sslunet.preprocessing.storage import CaseProperties, save_case
 from sslunet.ssl.objectives import get_objective, list_objectives, register_objective
 from sslunet.ssl.objectives.base import grid_pool, parse_options
 from sslunet.ssl.objectives.contrastive import ContrastiveObjective, default_local_level
 from sslunet.ssl.views import PartitionBatchLoader, ZipStream, partition_position
-from test_pretrain import CONFIGS, build_tiny_dataset, make_setup
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_dataset(tmp_path_factory.mktemp("objectives"))
-
+from tests.helpers.pretraining import CONFIGS, first_batch, make_setup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def first_batch(objective, batch_size: int = 4, seed: int = 0) -> dict:
-    stream = objective.make_stream(list_cases(objective.setup.folder), batch_size, seed, True,
-                                   0, False)
-    batch = next(stream)
-    stream.close()
-    return batch
 
 
 # ------------------------------------------------------------------------------ registry

@@ -23,14 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import (
-    REPO,
-    oblique_direction,
-    real_dataset,
-    requires_real_data,
-    write_image,
-    write_raw_dataset,
-)
+
+from tests.helpers.datasets import oblique_direction, write_image, write_raw_dataset
+from tests.helpers.paths import REPO, real_dataset
 
 OLD = 1_000_000_000  # a fixed past mtime (2001) stamped on outputs before a rerun
 FULL = "sslunetPlans_3d_fullres"
@@ -396,7 +391,7 @@ def test_editing_plan_spacing_redoes_affected_cases(tmp_path, raw_dataset):
 # --------------------------------------------------------------------------- real data
 
 
-@requires_real_data
+@pytest.mark.realdata
 def test_brats_two_channels(tmp_path):
     from sslunet.dataset.raw import load_raw_dataset
     from sslunet.plans import Plans
@@ -423,7 +418,7 @@ def test_brats_two_channels(tmp_path):
     assert set(np.unique(seg)) <= {-1, 0, 1, 2, 3, 4}
 
 
-@requires_real_data
+@pytest.mark.realdata
 def test_cmr_plan_from_real_files():
     from sslunet.dataset.raw import load_raw_dataset
     from sslunet.planning.fingerprint import extract_fingerprint

@@ -362,7 +362,7 @@ def test_cmr_like_matches_nnunet_v2():
 @pytest.mark.parametrize("scenario", ["tiny", "x_anisotropic", "cmr_like", "mixed_spacing"])
 def test_feature_map_size_matches_network_hooks(planned, scenario):
     torch = pytest.importorskip("torch")  # noqa: F841
-    from _feature_maps import conv_feature_map_size as measured
+    from tests.helpers.feature_maps import conv_feature_map_size as measured
 
     fp, plans = planned[scenario]
     n_cls = len(fp.labels)

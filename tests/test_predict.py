@@ -11,9 +11,7 @@ the output folder (holding a sentinel file) and the input folder unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -24,7 +22,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import make_case, oblique_direction, write_image
 
 from sslunet.cli.predict import main
 from sslunet.dataset.imageio import read_array, read_header
@@ -37,11 +34,10 @@ from sslunet.inference.predictor import (
 )
 from sslunet.networks import build_network
 from sslunet.paths import Paths
-from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.plans import Plans
 from sslunet.preprocessing.storage import load_case
-from sslunet.runs.checkpoint import save_checkpoint
-from sslunet.training.config import TrainingConfig
+from tests.helpers.datasets import oblique_direction, plan_dataset, write_image, write_raw_dataset
+from tests.helpers.models import save_fake_model
 
 DS = "Dataset001_Toy"
 # (x, y, z) spacing, direction; case_002's spacing differs from the plan's target -> resampled
@@ -52,52 +48,14 @@ OLD = 1_000_000_000  # a fixed past mtime stamped on outputs before a rerun
 
 
 # --------------------------------------------------------------------------- fixtures
-def _write_dataset(raw: Path) -> Path:
-    root = raw / DS
-    for i, (spacing, direction) in enumerate(CASES):
-        data, seg = make_case((6, 40, 36), 1, (0, 1, 2), seed=i, border=1)
-        geo = dict(spacing=spacing, origin=ORIGIN, direction=direction)
-        write_image(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz", data[0], **geo)
-        write_image(root / "labelsTr" / f"case_{i:03d}.nii.gz", seg.astype(np.uint8), **geo)
-    meta = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "a": 1, "b": 2},
-            "numTraining": len(CASES), "file_ending": ".nii.gz"}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
-
-
-def save_fake_model(model_dir: Path, plans: Plans, name: str, folds: dict[str, int],
-                    channels: int = 1) -> Plans:
-    """Shrink configuration ``name`` and save one seeded random network per fold."""
-    config = plans.configuration(name)
-    small = dataclasses.replace(config, features_per_stage=tuple(
-        min(4 * 2 ** i, 16) for i in range(config.num_stages)))
-    # per-channel entries repeated: plans with inconsistent channel counts are refused
-    configs = {k: dataclasses.replace(c, normalization_schemes=c.normalization_schemes[:1]
-                                      * channels, use_mask_for_norm=c.use_mask_for_norm[:1]
-                                      * channels)
-               for k, c in {**plans.configurations, name: small}.items()}
-    plans = plans.replace(configurations=configs, num_input_channels=channels,
-                          channel_names={str(c): plans.channel_names["0"] for c in range(channels)},
-                          intensity_stats=plans.intensity_stats[:1] * channels)
-    model_dir.mkdir(parents=True)
-    plans.save(model_dir / "plans.json")
-    for fold, seed in folds.items():
-        net = build_network(small, plans.num_input_channels, plans.num_classes, True, seed=seed)
-        save_checkpoint(model_dir / f"fold_{fold}" / "checkpoint_final.pt", {
-            "kind": "finetune", "network_weights": net.state_dict(), "plans": plans.to_dict(),
-            "configuration": name, "num_input_channels": plans.num_input_channels,
-            "num_classes": plans.num_classes,
-            "training_config": dataclasses.asdict(TrainingConfig())})
-    return plans
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("home")
     paths = Paths.under(home)
-    raw = _write_dataset(paths.raw)
-    plans = plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
-        configurations=("2d", "3d_fullres"), num_processes=1, progress=False))
+    raw = write_raw_dataset(paths.raw, DS, n_labelled=len(CASES), shape=(6, 40, 36),
+                            labels={"background": 0, "a": 1, "b": 2}, geometry=lambda i: dict(
+                                spacing=CASES[i][0], origin=ORIGIN, direction=CASES[i][1]))
+    plans = plan_dataset(raw, paths, ("2d", "3d_fullres"))
     ft = paths.results / DS / "finetune"
     save_fake_model(ft / "random__2d__all", plans, "2d", {"0": 1, "1": 2})
     save_fake_model(ft / "random__3d_fullres__all", plans, "3d_fullres", {"0": 3})

@@ -1,30 +1,28 @@
 """End-to-end tests of ``sslunet_pretrain``: every objective, 2d and 3d_fullres, transfer.
 
-The dataset is a tiny hand-made MR-like stack whose anatomy changes along the slice axis
-(a disc growing from the first slice to the last, with a brighter core as the label), so
-that slices of the same partition look alike across volumes, as Chaitanya et al.'s G^D
-assumes. Plans are shrunk to a 3-stage, 1-conv-per-stage U-Net with 4..16 features.
+The dataset (fixture ``tiny``) is the stack dataset of :mod:`tests.helpers.datasets`, a tiny
+hand-made MR-like stack whose anatomy changes along the slice axis (a disc growing from the
+first slice to the last, with a brighter core as the label), so that slices of the same
+partition look alike across volumes, as Chaitanya et al.'s G^D assumes. Plans are shrunk to a
+3-stage, 1-conv-per-stage U-Net with 4..16 features.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from sslunet.errors import InputError
 from sslunet.paths import Paths
-from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.plans import Plans
 from sslunet.preprocessing.storage import list_cases
 from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import pretrain_dir
-from sslunet.ssl.objectives import PretrainSetup, get_objective, list_objectives
+from sslunet.ssl.objectives import get_objective, list_objectives
 from sslunet.ssl.api import (
     PretrainOptions,
     finetune_command,
@@ -33,71 +31,11 @@ from sslunet.ssl.api import (
     split_holdout,
     stage_epochs,
 )
+from tests.helpers.pretraining import CONFIGS, make_setup
 
-SHAPE = (12, 24, 24)  # z, y, x
-PATCHES = {"2d": (24, 24), "3d_fullres": (4, 24, 24)}
-CONFIGS = tuple(PATCHES)
 # fast settings; contrastive objectives get a larger learning rate for such short runs
 RUN = dict(epochs=2, iters_per_epoch=16, num_workers=0, val_iters=1, batch_size=8)
 LR = {"simclr": 3e-3, "contrastive": 3e-3, "refs": 3e-3}
-
-
-# ------------------------------------------------------------------------------ dataset
-
-
-def _stack(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A (z, y, x) stack: a disc whose radius grows along z, a bright core labelled 1."""
-    z, y, x = np.indices(SHAPE, dtype=np.float64)
-    cy, cx = (np.array(SHAPE[1:]) - 1) / 2 + rng.uniform(-1.5, 1.5, 2)
-    r2 = (y - cy) ** 2 + (x - cx) ** 2
-    radius = 3.0 + 8.0 * z / (SHAPE[0] - 1)
-    disc, core = r2 <= radius**2, r2 <= (0.45 * radius) ** 2
-    image = 20 + 60 * disc + 40 * core + (10 * z / SHAPE[0]) * disc + rng.normal(0, 4, SHAPE)
-    return image.astype(np.float32), core.astype(np.uint8)
-
-
-def _write(path: Path, array: np.ndarray) -> None:
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing((1.0, 1.0, 3.0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(img, str(path))
-
-
-def build_tiny_dataset(root: Path, n_labelled: int = 4, n_unlabeled: int = 4,
-                       name: str = "Dataset901_Stack") -> tuple[Paths, Plans]:
-    """Write, plan and preprocess the stack dataset under ``root``; shrink its plans."""
-    rng = np.random.default_rng(0)
-    raw = root / "raw" / name
-    for i in range(n_labelled + n_unlabeled):
-        image, label = _stack(rng)
-        if i < n_labelled:
-            _write(raw / "imagesTr" / f"stk_{i:03d}_0000.nii.gz", image)
-            _write(raw / "labelsTr" / f"stk_{i:03d}.nii.gz", label)
-        else:
-            _write(raw / "imagesUnlabeled" / f"unl_{i:03d}_0000.nii.gz", image)
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T2"}, "labels": {"background": 0, "core": 1},
-        "numTraining": n_labelled, "file_ending": ".nii.gz"}))
-    paths = Paths.under(root)
-    plans = plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
-        configurations=CONFIGS, num_processes=1, progress=False))
-    plans = plans.replace(configurations={
-        c: _shrink(plans.configurations[c], PATCHES[c]) for c in CONFIGS})
-    plans.save(paths.preprocessed / name / "plans.json")
-    return paths, plans
-
-
-def _shrink(c, patch):
-    return dataclasses.replace(
-        c, patch_size=patch, batch_size=8, features_per_stage=(4, 8, 16),
-        pool_op_kernel_sizes=c.pool_op_kernel_sizes[:3], conv_kernel_sizes=c.conv_kernel_sizes[:3],
-        n_conv_per_stage_encoder=(1, 1, 1), n_conv_per_stage_decoder=(1, 1))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    paths, plans = build_tiny_dataset(tmp_path_factory.mktemp("pretrain"))
-    return paths, plans
 
 
 def run_pretrain(paths: Paths, plans: Plans, objective: str, config: str, **overrides) -> Path:
@@ -124,12 +62,6 @@ def runs(tiny):
         return done[objective, config]
 
     return get
-
-
-def make_setup(paths: Paths, plans: Plans, config: str, seed: int = 0) -> PretrainSetup:
-    c = plans.configurations[config]
-    folder = paths.preprocessed / plans.dataset_name / c.data_identifier
-    return PretrainSetup(plans.dataset_name, plans, c, folder, paths, seed)
 
 
 def fixed_batch_loss(objective, stage: str, batches: int = 3) -> float:

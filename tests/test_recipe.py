@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from _tiny_dataset import DATASET, tiny_overrides, trained_home
+from tests.helpers.datasets import DATASET, tiny_overrides, trained_home
 from sslunet.ssl.two_views import make_two_views, unmirror
 from sslunet.training.config import TrainingConfig
 from sslunet.training.api import FinetuneOptions, finetune

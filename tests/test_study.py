@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _tiny_dataset import DATASET, tiny_home, tiny_overrides
+from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides
 from sslunet.study.metrics import aggregate, convergence_epoch, markdown_table, time_to_epoch
 from sslunet.study.api import StudyOptions, run_study
 from sslunet.utils.atomic import read_json

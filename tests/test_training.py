@@ -1,7 +1,7 @@
 """Supervised training engine: losses, schedule, labelled-case selection, resume, checkpoints,
 pretrained initialisation, run-folder contents and background workers.
 
-Runs use the tiny dataset of :mod:`_tiny_dataset` (a few seconds each on 2 CPU cores).
+Runs use the tiny dataset of :mod:`tests.helpers.datasets` (a few seconds each on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-from _tiny_dataset import DATASET, tiny_home, tiny_overrides, trained_home
+from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides, trained_home
 
 from sslunet.errors import InputError
 from sslunet.networks import PlainConvUNet, build_network
