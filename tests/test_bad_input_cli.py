@@ -14,87 +14,34 @@ the file, no traceback, no run folder, and the user's folders unchanged:
 - and, separately, that worker processes die with a parent killed by ``kill -9``.
 
 The subprocesses are started once, two at a time, by the module fixture ``runs`` (each is mostly
-interpreter and torch start-up); the tests then check their results class by class.
+interpreter and torch start-up); the tests then check their results class by class, with the
+CLI-probe harness of :mod:`tests.helpers.cli`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.datasets import DATASET, tiny_home, trained_home
 
 from sslunet.errors import InputError
 from sslunet.plans import Plans
 from sslunet.runs import checkpoint as ckpt_mod
+from tests.helpers.cli import Probe, check_probes, refusal_line, run_main, run_probes
+from tests.helpers.datasets import DATASET, tiny_home, trained_home
 from tests.helpers.paths import REPO
 
 
 # --------------------------------------------------------------------------- helpers
-@dataclass
-class Scenario:
-    """One CLI run: the command, the folders it must leave alone, what its error must name."""
-
-    module: str  # sslunet.cli.<module>
-    args: list
-    home: Path  # SSLUNET_HOME
-    words: tuple[str, ...]  # all must appear in the error line
-    keep: list[Path] = field(default_factory=list)  # folders snapshotted before and after
-    absent: list[Path] = field(default_factory=list)  # must not exist afterwards
-    env: dict = field(default_factory=dict)
-    before: dict = field(default_factory=dict)
-    result: subprocess.CompletedProcess | None = None
-
-
-def snapshot(root: Path) -> dict:
-    """Every file (content, mtime) and folder under ``root``."""
-    if root.is_file():
-        return {root: (root.read_bytes(), root.stat().st_mtime_ns)}
-    return {p: (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
-
-
-def run_cli(s: Scenario) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSLUNET_")
-           and k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(SSLUNET_HOME=str(s.home), OMP_NUM_THREADS="1", **s.env)
-    return subprocess.run([sys.executable, "-m", f"sslunet.cli.{s.module}", *map(str, s.args)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-
-
-def error_line(r: subprocess.CompletedProcess) -> str:
-    """The one ``error:`` line of a refused command (ours or argparse's ``prog: error:``)."""
-    both = r.stdout + r.stderr
-    assert "Traceback" not in both, both
-    assert r.returncode == 2, both
-    found = [ln for ln in re.split(r"[\r\n]+", r.stderr) if "error:" in ln]
-    assert len(found) == 1, r.stderr
-    return found[0]
-
-
-def check(s: Scenario) -> str:
-    line = error_line(s.result)
-    for word in s.words:
-        assert word in line, line
-    for root, before in s.before.items():
-        assert snapshot(root) == before, f"{root} changed"
-    for p in s.absent:
-        assert not p.exists(), f"{p} was created"
-    return line
-
-
 def chattr_works(tmp: Path) -> bool:
     """Whether ``chattr +i`` can make a folder immutable here (tests run as root, whom
     permission bits do not stop)."""
@@ -131,8 +78,8 @@ TINY = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--batch-
 
 
 # --------------------------------------------------------------------------- the runs
-def _scenarios(base: Path, factory) -> dict[str, Scenario]:
-    out: dict[str, Scenario] = {}
+def _scenarios(base: Path, factory) -> dict[str, Probe]:
+    out: dict[str, Probe] = {}
     homes = iter(range(100))
 
     def planned() -> Path:
@@ -150,20 +97,20 @@ def _scenarios(base: Path, factory) -> dict[str, Scenario]:
 
     # -- class 2: output locations that cannot be written
     home = planned()
-    out["home_is_file"] = Scenario("finetune", ["-d", "42", *TINY], a_file,
+    out["home_is_file"] = Probe("finetune", ["-d", "42", *TINY], a_file,
                                    (str(a_file), "is a file, not a folder"), keep=[a_file])
-    out["results_is_file"] = Scenario(
+    out["results_is_file"] = Probe(
         "finetune", ["-d", "42", *TINY], home, (str(a_file), "results root",
                                                 "not a folder"),
         keep=[home, a_file], env={"SSLUNET_RESULTS": str(a_file)})
     home, run_dir = trained()
     model = run_dir.parent
     images = home / "raw" / DATASET / "imagesTr"
-    out["predict_output_under_file"] = Scenario(
+    out["predict_output_under_file"] = Probe(
         "predict", ["-i", images, "-o", a_file / "masks", "-m", model, "--device", "cpu"],
         home, (str(a_file / "masks"), "output folder (-o)", f"{a_file} is a file"),
         keep=[home, a_file])
-    out["evaluate_output_under_file"] = Scenario(
+    out["evaluate_output_under_file"] = Probe(
         "evaluate", ["-r", home / "raw" / DATASET / "labelsTr", "-p",
                      home / "raw" / DATASET / "labelsTr", "-o", a_file / "scores"],
         home, (str(a_file / "scores"), "output folder", f"{a_file} is a file"),
@@ -172,43 +119,43 @@ def _scenarios(base: Path, factory) -> dict[str, Scenario]:
         frozen = base / "frozen"  # an immutable, empty folder (root cannot write into it)
         frozen.mkdir()
         subprocess.run(["chattr", "+i", str(frozen)], check=True)
-        out["plan_into_immutable"] = Scenario(
+        out["plan_into_immutable"] = Probe(
             "plan", ["-d", home / "raw" / DATASET, "-c", "2d", "-np", "1"], base / "unused",
             (str(frozen / DATASET), "preprocessed folder", "not writable"),
             keep=[home], env={"SSLUNET_PREPROCESSED": str(frozen)})
-        out["predict_into_immutable"] = Scenario(
+        out["predict_into_immutable"] = Probe(
             "predict", ["-i", images, "-o", frozen / "masks", "-m", model, "--device", "cpu"],
             home, (str(frozen / "masks"), f"{frozen} is not writable"), keep=[home])
 
     # -- class 3: numeric values and study arguments
     home = planned()
     results = home / "results" / DATASET
-    out["fold_abc"] = Scenario("finetune", ["-d", "42", "-f", "abc", *TINY], home,
+    out["fold_abc"] = Probe("finetune", ["-d", "42", "-f", "abc", *TINY], home,
                                ("-f/--fold", "'abc'"), keep=[home], absent=[results])
-    out["freeze_beyond_epochs"] = Scenario(
+    out["freeze_beyond_epochs"] = Probe(
         "finetune", ["-d", "42", *TINY[2:], "--epochs", "2", "--freeze-encoder-epochs", "5"],
         home, ("--freeze-encoder-epochs", "epochs = 2"), keep=[home], absent=[results])
-    out["pretrain_epochs_0"] = Scenario("pretrain", ["-d", "42", "-l", "mae", "--epochs", "0"],
+    out["pretrain_epochs_0"] = Probe("pretrain", ["-d", "42", "-l", "mae", "--epochs", "0"],
                                         home, ("--epochs", "'0'"), keep=[home], absent=[results])
-    out["study_labeled_0"] = Scenario("study", ["-d", "42", "--inits", "random", "--labeled",
+    out["study_labeled_0"] = Probe("study", ["-d", "42", "--inits", "random", "--labeled",
                                                 "0", *TINY], home, ("--labeled", "'0'"),
                                       keep=[home], absent=[results])
-    out["study_unknown_init"] = Scenario(
+    out["study_unknown_init"] = Probe(
         "study", ["-d", "42", "--inits", "random", "no_such_objective", "--labeled", "1",
                   *TINY], home, ("--inits", "no_such_objective", "contrastive"), keep=[home],
         absent=[results])
-    out["study_budget_beyond_fold"] = Scenario(
+    out["study_budget_beyond_fold"] = Probe(
         "study", ["-d", "42", "--inits", "random", "--labeled", "1", "99", *TINY], home,
         ("--labeled 99", "4 training case(s)"), keep=[home], absent=[results])
 
     # -- class 5: hand-edited plans.json
     home = planned()
-    out["plans_patch_not_divisible"] = Scenario(
+    out["plans_patch_not_divisible"] = Probe(
         "finetune", ["-d", "42", *TINY], home, (str(edit_plans(home, patch_size=[30, 32])),
                                                 "not divisible", "axis 0"),
         keep=[home], absent=[home / "results" / DATASET])
     home = planned()
-    out["plans_batch_0"] = Scenario(
+    out["plans_batch_0"] = Probe(
         "pretrain", ["-d", "42", "-l", "mae", *TINY[:-6], "--device", "cpu"], home,
         (str(edit_plans(home, batch_size=0)), "batch_size 0"), keep=[home],
         absent=[home / "results" / DATASET])
@@ -220,10 +167,10 @@ def _scenarios(base: Path, factory) -> dict[str, Scenario]:
     empty.write_bytes(b"")
     no_weights = base / "ckpts" / "no_weights.pt"
     save_raw_checkpoint(no_weights, {"kind": "pretrain", "configuration": "2d", "plans": {}})
-    out["init_empty_checkpoint"] = Scenario(
+    out["init_empty_checkpoint"] = Probe(
         "finetune", ["-d", "42", "--init", empty, *TINY], home, (str(empty), "empty"),
         keep=[home, empty.parent], absent=[home / "results" / DATASET])
-    out["init_without_weights"] = Scenario(
+    out["init_without_weights"] = Probe(
         "finetune", ["-d", "42", "--init", no_weights, *TINY], home,
         (str(no_weights), "lacks network_weights"), keep=[home, empty.parent],
         absent=[home / "results" / DATASET])
@@ -231,7 +178,7 @@ def _scenarios(base: Path, factory) -> dict[str, Scenario]:
     ckpt = run_dir / "checkpoint_final.pt"
     payload = torch.load(ckpt, weights_only=True)
     save_raw_checkpoint(ckpt, {**payload, "num_input_channels": "one"})
-    out["predict_non_integer_channels"] = Scenario(
+    out["predict_non_integer_channels"] = Probe(
         "predict", ["-i", home / "raw" / DATASET / "imagesTr", "-o", base / "masks_channels",
                     "-m", run_dir.parent, "--device", "cpu"], home,
         (str(ckpt), "num_input_channels", "'one'"), keep=[home],
@@ -239,17 +186,17 @@ def _scenarios(base: Path, factory) -> dict[str, Scenario]:
     home, run_dir = trained()
     (run_dir / "checkpoint_final.pt").unlink()  # an interrupted run with a damaged latest one
     (run_dir / "checkpoint_latest.pt").write_bytes(b"")
-    out["continue_empty_latest"] = Scenario(
+    out["continue_empty_latest"] = Probe(
         "finetune", ["-d", "42", "--continue", *TINY], home,
         (str(run_dir / "checkpoint_latest.pt"), "empty"), keep=[home])
 
     # -- class 9: names that become folders
     home = planned()
-    out["study_name_escapes"] = Scenario(
+    out["study_name_escapes"] = Probe(
         "study", ["-d", "42", "--inits", "random", "--labeled", "1", "--name", "../../../x",
                   *TINY], home, ("--name", "'../../../x'"), keep=[home],
         absent=[home / "results" / DATASET, base / "x", home / "x"])
-    out["synth_name_escapes"] = Scenario(
+    out["synth_name_escapes"] = Probe(
         "synth", ["-o", base / "synth_root", "--name", "../escaped", "--labeled", "1",
                   "--unlabeled", "0", "--test", "0", "-np", "1"], home,
         ("dataset name", "'../escaped'"), keep=[home],
@@ -258,28 +205,19 @@ def _scenarios(base: Path, factory) -> dict[str, Scenario]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Scenario]:
+def runs(tmp_path_factory) -> dict[str, Probe]:
     base = tmp_path_factory.mktemp("bad_input_cli")
     scenarios = _scenarios(base, tmp_path_factory)
-    for s in scenarios.values():
-        s.before = {root: snapshot(root) for root in s.keep}
     try:
-        with ThreadPoolExecutor(2) as pool:
-            for s, r in zip(scenarios.values(), pool.map(run_cli, scenarios.values())):
-                s.result = r
+        run_probes(scenarios.values(), workers=2)
     finally:
         if (base / "frozen").exists():
             subprocess.run(["chattr", "-i", str(base / "frozen")], capture_output=True)
     return scenarios
 
 
-def _check_all(runs: dict[str, Scenario], names: list[str]) -> None:
-    for name in names:
-        if name in runs:
-            try:
-                check(runs[name])
-            except AssertionError as e:
-                raise AssertionError(f"{name}: {e}") from None
+def _check_all(runs: dict[str, Probe], names: list[str]) -> None:
+    check_probes(runs, [name for name in names if name in runs])
 
 
 # --------------------------------------------------------------------------- the classes
@@ -346,14 +284,11 @@ def test_every_numeric_flag_is_checked_by_its_parser(command, capsys, monkeypatc
     main = importlib.import_module(f"sslunet.cli.{command}").main
     monkeypatch.setenv("SSLUNET_HOME", "/nonexistent/never/used")
     for bad in BAD_VALUES[command]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            main(REQUIRED[command] + bad.split())
-        err = capsys.readouterr().err
-        assert exit_info.value.code == 2, (bad, err)
-        lines = [ln for ln in err.splitlines() if "error:" in ln]
-        assert len(lines) == 1 and bad.split()[0] in lines[0], (bad, err)
-        assert "Traceback" not in err
+        code, out, err = run_main(main, REQUIRED[command] + bad.split(), capsys)
+        try:
+            refusal_line(code, out, err, bad.split()[0], own=False)
+        except AssertionError as e:
+            raise AssertionError(f"{bad}: {e}") from None
 
 
 def test_plans_problems_name_plans_json(tmp_path_factory, tmp_path):

@@ -15,12 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import re
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +27,9 @@ from sslunet.errors import InputError
 from sslunet.paths import Paths
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.preprocessing.resampling import checked_new_shape
-from tests.helpers.cli import snapshot
+from tests.helpers.cli import Probe, check_probes, run_probes
 from tests.helpers.datasets import make_case, plan_dataset, write_image, write_raw_dataset
 from tests.helpers.models import save_fake_model
-from tests.helpers.paths import REPO
 
 DS = "Dataset001_Toy"
 SHAPE = (4, 12, 12)
@@ -44,56 +37,6 @@ NOISE = ("Traceback", "HDF5", "MetaImage", "sitk::", "ITK")  # never on screen f
 
 
 # --------------------------------------------------------------------------- helpers
-@dataclass
-class Scenario:
-    """One CLI run: its command, the folders it must leave alone and what it must say."""
-
-    module: str  # sslunet.cli.<module>
-    args: list[str]
-    home: Path
-    inputs: list[Path]  # snapshotted before and after
-    offender: str  # must appear in the error (or warning) line
-    words: tuple[str, ...] = ()  # must appear in that line too
-    absent: list[Path] = field(default_factory=list)  # outputs that must not exist afterwards
-    ok: bool = False  # a warning case: exit 0 and a "warning:" line
-    before: dict = field(default_factory=dict)
-    result: subprocess.CompletedProcess | None = None
-
-
-def run_cli(module: str, home: Path, args: list[str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSLUNET_")}
-    env["SSLUNET_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", f"sslunet.cli.{module}", *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-
-
-def lines(text: str) -> list[str]:
-    return [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]  # tqdm uses \r
-
-
-def check(s: Scenario) -> None:
-    r = s.result
-    both = r.stdout + r.stderr
-    for noise in NOISE:
-        assert noise not in both, both
-    assert all(s.before[root] == snapshot(root) for root in s.inputs), "input changed"
-    for p in s.absent:
-        assert not p.exists(), f"{p} was written"
-    if s.ok:
-        assert r.returncode == 0, r.stderr
-        warnings = [ln for ln in lines(r.stderr) if ln.startswith("warning:")]
-        assert len(warnings) == 1, r.stderr
-        line = warnings[0]
-    else:
-        assert r.returncode == 2, r.stderr
-        line = lines(r.stderr)[-1]
-        assert line.startswith("error:"), r.stderr
-        assert sum(ln.startswith("error:") for ln in lines(r.stderr)) == 1, r.stderr
-    assert s.offender in line, line
-    for word in s.words:
-        assert word in line, line
-
-
 def truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
@@ -145,29 +88,36 @@ def _model(base: Path) -> tuple[Path, Path]:
     return home, model_dir
 
 
-def _scenarios(base: Path) -> dict[str, Scenario]:
+def _scenarios(base: Path) -> dict[str, Probe]:
     home, model_dir = _model(base)
     empty_home = base / "empty_home"  # plan and evaluate need no model
 
-    def plan(root: Path, offender: str, *words: str, verify: bool = True) -> Scenario:
-        args = ["-d", root, "-np", "1"] + (["--verify-only"] if verify else ["-c", "2d"])
-        return Scenario("plan", args, empty_home, [root], offender, words,
-                        absent=[empty_home / "preprocessed"])
+    def probe(module: str, args: list, home: Path, inputs: list[Path], offender: str,
+              words: tuple[str, ...], **kwargs) -> Probe:
+        """The error (or warning) line names ``offender`` and ``words``; ``inputs`` stay
+        byte-for-byte unchanged; no traceback nor image-library diagnostics."""
+        return Probe(module, args, home, (offender, *words), keep=inputs, own=True,
+                     noise=NOISE, **kwargs)
 
-    def predict(inputs: Path, offender: str, *words: str, ok: bool = False) -> Scenario:
+    def plan(root: Path, offender: str, *words: str, verify: bool = True) -> Probe:
+        args = ["-d", root, "-np", "1"] + (["--verify-only"] if verify else ["-c", "2d"])
+        return probe("plan", args, empty_home, [root], offender, words,
+                     absent=[empty_home / "preprocessed"])
+
+    def predict(inputs: Path, offender: str, *words: str, ok: bool = False) -> Probe:
         out = inputs.parent / f"{inputs.name}_out"
         args = ["-i", inputs, "-o", out, "-m", model_dir, "--device", "cpu", "-np", "0",
                 "--disable-tta"]
-        return Scenario("predict", args, home, [inputs], offender, words, ok=ok,
-                        absent=[] if ok else [out])
+        return probe("predict", args, home, [inputs], offender, words, ok=ok,
+                     absent=[] if ok else [out])
 
     def evaluate(ref: Path, pred: Path, offender: str, *words: str, ok: bool = False,
-                 extra: tuple = ()) -> Scenario:
+                 extra: tuple = ()) -> Probe:
         out = base / f"summary_{len(s)}"  # one per scenario
-        return Scenario("evaluate", ["-r", ref, "-p", pred, "-o", out, *extra], empty_home,
-                        [ref.parent], offender, words, ok=ok, absent=[] if ok else [out])
+        return probe("evaluate", ["-r", ref, "-p", pred, "-o", out, *extra], empty_home,
+                     [ref.parent], offender, words, ok=ok, absent=[] if ok else [out])
 
-    s: dict[str, Scenario] = {}
+    s: dict[str, Probe] = {}
     # ---- 1. truncated compressed images, in every command that reads images
     root = dataset(base, "trunc_verify")
     truncate(root / "imagesTr" / "case_001_0000.nii.gz")
@@ -219,7 +169,7 @@ def _scenarios(base: Path) -> dict[str, Scenario]:
     inputs = image_folder(base / "file_as_input", "in", n=1)
     s["listing/predict -i FILE"] = predict(inputs / "in_000_0000.nii.gz", "in_000_0000.nii.gz",
                                            "is a file")
-    s["listing/predict -i FILE"].inputs = [inputs]
+    s["listing/predict -i FILE"].keep = [inputs]
     root = dataset(base, "folder_as_image")
     (root / "imagesUnlabeled" / "unl_000_0000.nii.gz").mkdir(parents=True)
     s["listing/folder named like an image"] = plan(root, "imagesUnlabeled/unl_000_0000.nii.gz",
@@ -244,28 +194,18 @@ def _scenarios(base: Path) -> dict[str, Scenario]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Scenario]:
+def runs(tmp_path_factory) -> dict[str, Probe]:
     base = tmp_path_factory.mktemp("bad_input_data")
     scenarios = _scenarios(base)
-    for sc in scenarios.values():
-        sc.before = {root: snapshot(root) for root in sc.inputs}
     # the slow (torch) runs first, so the quick ones fill the gaps
-    order = sorted(scenarios.values(), key=lambda sc: sc.module != "predict")
-    with ThreadPoolExecutor(3) as pool:
-        results = pool.map(lambda sc: run_cli(sc.module, sc.home, sc.args), order)
-        for sc, result in zip(order, results):
-            sc.result = result
+    run_probes(scenarios.values(), workers=3, first=lambda p: p.module == "predict")
     return scenarios
 
 
-def _check_class(runs: dict[str, Scenario], prefix: str) -> None:
+def _check_class(runs: dict[str, Probe], prefix: str) -> None:
     names = [n for n in runs if n.startswith(prefix + "/")]
     assert names
-    for name in names:
-        try:
-            check(runs[name])
-        except AssertionError as e:
-            raise AssertionError(f"{name}: {e}") from None
+    check_probes(runs, names)
 
 
 # --------------------------------------------------------------------------- the classes

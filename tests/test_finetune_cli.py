@@ -7,18 +7,15 @@ Two tests start a real ``python -m sslunet.cli.finetune`` process; the others ca
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.datasets import DATASET, tiny_home, trained_home
 
 from sslunet.cli.finetune import main
 from sslunet.planning.splits import choose_labeled
-from tests.helpers.paths import REPO
+from tests.helpers.cli import refusal_line, refused, run_cli, run_main, snapshot
+from tests.helpers.datasets import DATASET, tiny_home, trained_home
 
 TINY = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--batch-size", "2",
         "--num-workers", "0", "--device", "cpu"]
@@ -29,18 +26,8 @@ ENV_VARS = ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS", "WORLD_SIZ
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _text(out) -> str:
-    return out.decode(errors="replace") if isinstance(out, bytes) else str(out or "")
-
-
-def run_cli(args: list[str], home: Path, timeout: float = 240):
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(SSLUNET_HOME=str(home), OMP_NUM_THREADS="1")
-    try:
-        return subprocess.run([sys.executable, "-m", "sslunet.cli.finetune", *args], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:  # say where it hung
-        pytest.fail(f"sslunet_finetune timed out; stderr tail:\n{_text(e.stderr)[-3000:]}")
+def run(args: list[str], home: Path, timeout: float = 240):
+    return run_cli("finetune", args, home, timeout=timeout)
 
 
 @pytest.fixture
@@ -50,34 +37,15 @@ def cli(monkeypatch, capsys):
         for k in ENV_VARS:
             monkeypatch.delenv(k, raising=False)
         monkeypatch.setenv("SSLUNET_HOME", str(home))
-        capsys.readouterr()
-        try:
-            main(args)
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_main(main, args, capsys)
 
     return call
-
-
-def one_error_line(stderr: str) -> str:
-    """The single ``error:`` line of a refused command (and no traceback)."""
-    assert "Traceback" not in stderr
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, stderr
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict:
-    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 def test_cli_run_with_checkpoint_init_and_label_budget(tmp_path_factory, tmp_path):
     paths, trained = trained_home(tmp_path_factory, tmp_path / "home")
     init = trained / "checkpoint_final.pt"
-    proc = run_cli(["-d", "42", "-f", "1", "--init", str(init), "--num-labeled", "2",
+    proc = run(["-d", "42", "-f", "1", "--init", str(init), "--num-labeled", "2",
                     "--seed", "3", "--no-validation", *TINY], tmp_path / "home")
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (paths.results / DATASET / "finetune").glob("ckpt-*__2d__2__seed3/fold_1")
@@ -99,34 +67,31 @@ def test_cli_run_with_checkpoint_init_and_label_budget(tmp_path_factory, tmp_pat
 
 def test_cli_num_labeled_above_available_exits_2(tmp_path_factory, tmp_path):
     paths = tiny_home(tmp_path_factory, tmp_path / "home")
-    proc = run_cli(["-d", DATASET, "--num-labeled", "9", *TINY], tmp_path / "home")
-    assert proc.returncode == 2
-    assert "--num-labeled 9 exceeds the 4 training cases" in one_error_line(proc.stderr)
+    proc = run(["-d", DATASET, "--num-labeled", "9", *TINY], tmp_path / "home")
+    refused(proc, "--num-labeled 9 exceeds the 4 training cases")
     assert not (paths.results / DATASET).exists()
 
 
 def test_cli_init_objective_without_pretraining_gives_the_command(tmp_path_factory, tmp_path,
                                                                    cli):
     tiny_home(tmp_path_factory, tmp_path / "home")
-    code, _, err = cli(["-d", "Tiny", "--init", "contrastive", *TINY], tmp_path / "home")
-    assert code == 2
-    assert f"sslunet_pretrain -d {DATASET} -l contrastive -c 2d" in one_error_line(err)
+    code, out, err = cli(["-d", "Tiny", "--init", "contrastive", *TINY], tmp_path / "home")
+    refusal_line(code, out, err, f"sslunet_pretrain -d {DATASET} -l contrastive -c 2d")
 
 
 def test_cli_init_from_other_configuration_exits_2(tmp_path_factory, tmp_path, cli):
     paths, trained = trained_home(tmp_path_factory, tmp_path / "home")
-    code, _, err = cli(["-d", DATASET, "-c", "3d_fullres", "--init",
-                        str(trained / "checkpoint_final.pt"), *TINY], tmp_path / "home")
-    assert code == 2
-    assert "trained for configuration '2d', not '3d_fullres'" in one_error_line(err)
+    code, out, err = cli(["-d", DATASET, "-c", "3d_fullres", "--init",
+                          str(trained / "checkpoint_final.pt"), *TINY], tmp_path / "home")
+    refusal_line(code, out, err, "trained for configuration '2d', not '3d_fullres'")
     assert not list((paths.results / DATASET / "finetune").glob("*3d_fullres*"))
 
 
 def test_cli_finished_run_is_never_overwritten(tmp_path_factory, tmp_path, cli):
     _, run_dir = trained_home(tmp_path_factory, tmp_path / "home")
     before = snapshot(run_dir)
-    code, _, err = cli(["-d", DATASET, *TINY], tmp_path / "home")
-    assert code == 2 and "already finished" in one_error_line(err)
+    code, out, err = cli(["-d", DATASET, *TINY], tmp_path / "home")
+    refusal_line(code, out, err, "already finished")
     code, _, err = cli(["-d", DATASET, "--continue", *TINY], tmp_path / "home")
     assert code == 0 and "nothing to do" in err
     assert snapshot(run_dir) == before
@@ -136,8 +101,8 @@ def test_cli_interrupted_run_needs_continue_then_resumes(tmp_path_factory, tmp_p
     _, run_dir = trained_home(tmp_path_factory, tmp_path / "home")
     # the state a kill after epoch 2 leaves: a latest checkpoint (epoch 2) and no final one
     (run_dir / "checkpoint_final.pt").rename(run_dir / "checkpoint_latest.pt")
-    code, _, err = cli(["-d", DATASET, "--epochs", "3", *TINY[2:]], tmp_path / "home")
-    assert code == 2 and "add --continue" in one_error_line(err)
+    code, out, err = cli(["-d", DATASET, "--epochs", "3", *TINY[2:]], tmp_path / "home")
+    refusal_line(code, out, err, "add --continue")
     assert (run_dir / "checkpoint_latest.pt").exists()
     code, out, err = cli(["-d", DATASET, "--epochs", "3", "--continue", "--no-validation",
                           *TINY[2:]], tmp_path / "home")

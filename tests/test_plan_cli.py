@@ -2,7 +2,7 @@
 
 Bad input: exit status 2, exactly one ``error:`` line on stderr naming the offending file, no
 traceback, the raw folder byte-for-byte unchanged and nothing written to the preprocessed
-folder. Resumability: finished cases are skipped, ``--overwrite`` and plan edits redo exactly
+folder (the CLI-probe harness of :mod:`tests.helpers.cli`). Resumability: finished cases are skipped, ``--overwrite`` and plan edits redo exactly
 what they should (checked through file modification times, reset to a fixed past time before
 each rerun so that "unchanged" cannot pass by accident of timing).
 """
@@ -10,20 +10,18 @@ each rerun so that "unchanged" cannot pass by accident of timing).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tests.helpers.cli import Probe, check_probe, refused, run_cli, run_probes, snapshot
 from tests.helpers.datasets import oblique_direction, write_image, write_raw_dataset
 from tests.helpers.paths import REPO, real_dataset
 
@@ -35,37 +33,7 @@ TWO_D = "sslunetPlans_2d"
 
 
 def run_plan(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSLUNET_")}
-    env["SSLUNET_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "sslunet.cli.plan", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every file and folder under ``root`` with size, mtime and content hash."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.stat()
-        rel = str(p.relative_to(root))
-        if p.is_dir():
-            out[rel] = ("dir", st.st_mtime_ns)
-        else:
-            out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
-    return out
-
-
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    lines = re.split(r"[\r\n]+", result.stderr)  # tqdm bars use carriage returns
-    return [ln for ln in lines if ln.startswith("error:")]
-
-
-def assert_clean_failure(result, offender: str) -> str:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = error_lines(result)
-    assert len(errors) == 1, result.stderr
-    assert offender in errors[0], errors[0]
-    return errors[0]
+    return run_cli("plan", args, home, timeout=timeout)
 
 
 def preprocessed_count(result) -> int:
@@ -207,26 +175,24 @@ BAD_INPUTS = {
 
 
 @pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory) -> dict[str, tuple]:
+def bad_runs(tmp_path_factory) -> dict[str, Probe]:
     """Every bad input, run through the CLI (three at a time: each run is mostly start-up)."""
     base = tmp_path_factory.mktemp("bad")
-    jobs = {}
+    probes = {}
     for i, (problem, (kwargs, mutate)) in enumerate(BAD_INPUTS.items()):
         root = write_raw_dataset(base / f"raw{i}", **kwargs)
         offender = mutate(root)
-        jobs[problem] = (root, base / f"home{i}", offender, snapshot(root))
-    with ThreadPoolExecutor(3) as pool:
-        results = dict(zip(jobs, pool.map(
-            lambda job: run_plan(job[1], "-d", str(job[0]), "-np", "2"), jobs.values())))
-    return {k: (results[k], *jobs[k]) for k in jobs}
+        home = base / f"home{i}"
+        probes[problem] = Probe("plan", ["-d", root, "-np", "2"], home, (offender,),
+                                keep=[root], absent=[home / "preprocessed" / root.name],
+                                own=True)
+    run_probes(probes.values(), workers=3)
+    return probes
 
 
 @pytest.mark.parametrize("problem", list(BAD_INPUTS))
 def test_bad_input_fails_cleanly(bad_runs, problem):
-    result, root, home, offender, before = bad_runs[problem]
-    line = assert_clean_failure(result, offender)
-    assert snapshot(root) == before
-    assert not (home / "preprocessed" / root.name).exists()
+    line = check_probe(bad_runs[problem])
     if problem == "non-finite voxels":
         assert "non-finite" in line
 
@@ -237,10 +203,10 @@ def test_unknown_and_ambiguous_names(tmp_path, raw_dataset):
     raw_dataset(name="Dataset002_Other", n_labelled=1, shape=(4, 8, 8))
     before = snapshot(tmp_path / "raw")
     result = run_plan(tmp_path, "-d", "Prostate")
-    line = assert_clean_failure(result, "Prostate")
+    line = refused(result, "Prostate")
     assert "Dataset001_Toy, Dataset002_Other, Dataset011_Toy" in line
     result = run_plan(tmp_path, "-d", "Toy")
-    line = assert_clean_failure(result, "ambiguous")
+    line = refused(result, "ambiguous")
     assert "Dataset001_Toy" in line and "Dataset011_Toy" in line
     assert snapshot(tmp_path / "raw") == before
     assert not (tmp_path / "preprocessed").exists()
@@ -261,7 +227,7 @@ def test_verify_only_writes_nothing(tmp_path, raw_dataset):
     # the test images are verified too
     (root / "imagesTs" / "ts_000_0000.nii.gz").write_bytes(b"not an image")
     result = run_plan(tmp_path / "home", "-d", str(root), "--verify-only")
-    assert_clean_failure(result, "imagesTs/ts_000_0000.nii.gz")
+    refused(result, "imagesTs/ts_000_0000.nii.gz")
 
 
 def test_broken_hand_edits_fail_cleanly(tmp_path, raw_dataset):
@@ -276,7 +242,7 @@ def test_broken_hand_edits_fail_cleanly(tmp_path, raw_dataset):
                           ("splits.json", '[{"train": []}]')):
         good = (out / name).read_text()
         (out / name).write_text(content)
-        assert_clean_failure(run_plan(home, *args), name)
+        refused(run_plan(home, *args), name)
         if name == "splits.json":  # --overwrite replaces whatever was there
             assert run_plan(home, *args, "--overwrite").returncode == 0
             assert json.loads((out / name).read_text()) == json.loads(good)
