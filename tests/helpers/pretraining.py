@@ -1,7 +1,9 @@
 """What the pretraining tests share: the stack dataset's configurations, an objective's setup
-on it, and an objective's first batch."""
+on it, an objective's first batch, and a stand-in objective with given options."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from sslunet.paths import Paths
 from sslunet.plans import Plans
@@ -24,3 +26,11 @@ def first_batch(objective, batch_size: int = 4, seed: int = 0) -> dict:
     batch = next(stream)
     stream.close()
     return batch
+
+
+def fake_objective(**fields) -> type:
+    """A stand-in objective class whose ``Options`` dataclass has ``fields`` (float-typed,
+    ``name=default``); the defaults may be ``option(...)`` descriptions or plain values."""
+    options = dataclasses.make_dataclass("FakeOptions", [(k, float, v) for k, v in fields.items()],
+                                         frozen=True)
+    return type("Fake", (), {"Options": options})

@@ -3,7 +3,6 @@ definitions."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

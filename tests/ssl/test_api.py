@@ -1,4 +1,5 @@
-"""End-to-end tests of ``sslunet_pretrain``: every objective, 2d and 3d_fullres, transfer.
+"""Tests for sslunet.ssl.api, end to end: pretraining with every objective, 2d and 3d_fullres,
+transfer to fine-tuning, resume, and the small rules (hold-out split, stage epochs).
 
 The dataset (fixture ``tiny``) is the stack dataset of :mod:`tests.helpers.datasets`, a tiny
 hand-made MR-like stack whose anatomy changes along the slice axis (a disc growing from the
@@ -22,7 +23,6 @@ from sslunet.plans import Plans
 from sslunet.preprocessing.storage import list_cases
 from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import pretrain_dir
-from sslunet.ssl.objectives import get_objective, list_objectives
 from sslunet.ssl.api import (
     PretrainOptions,
     finetune_command,
@@ -31,11 +31,14 @@ from sslunet.ssl.api import (
     split_holdout,
     stage_epochs,
 )
-from tests.helpers.cli import refusal_line, run_main
+from sslunet.ssl.objectives import get_objective, list_objectives
 from tests.helpers.pretraining import CONFIGS, make_setup
+
 
 # fast settings; contrastive objectives get a larger learning rate for such short runs
 RUN = dict(epochs=2, iters_per_epoch=16, num_workers=0, val_iters=1, batch_size=8)
+
+
 LR = {"simclr": 3e-3, "contrastive": 3e-3, "refs": 3e-3}
 
 
@@ -81,7 +84,7 @@ def read_metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-# ------------------------------------------------------------------------------ pretraining
+# --------------------------------------------------------------------------- pretraining
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -194,7 +197,7 @@ def test_checkpoint_of_another_configuration_is_refused(tiny, runs):
         finetune_module.finetune(paths, opts)
 
 
-# ------------------------------------------------------------------------------ resume
+# --------------------------------------------------------------------------- resume
 
 
 def test_resume_across_the_contrastive_stage_boundary(tiny, tmp_path, monkeypatch):
@@ -240,53 +243,7 @@ def test_resume_across_the_contrastive_stage_boundary(tiny, tmp_path, monkeypatc
         run_pretrain(paths, plans, "contrastive", "2d", **fast)
 
 
-# ------------------------------------------------------------------------------ CLI, data
-
-
-def test_cli_pretrains_and_prints_the_finetune_command(tiny, tmp_path, monkeypatch, capsys):
-    from sslunet.cli.pretrain import main
-
-    paths, plans = tiny
-    monkeypatch.setenv("SSLUNET_HOME", str(paths.preprocessed.parent))
-    monkeypatch.setenv("SSLUNET_RESULTS", str(tmp_path / "results"))
-    args = ["-d", "901", "-l", "mae", "-c", "2d", "--epochs", "1", "--iters-per-epoch", "2",
-            "--val-iters", "1", "--batch-size", "4", "--num-workers", "1", "--device", "cpu",
-            "--mask-ratio", "0.7", "--block-size", "4"]
-    main(args)  # one background worker: the views/corruptions are built in a worker process
-    out = capsys.readouterr().out
-    assert f"sslunet_finetune -d {plans.dataset_name} -c 2d --init mae" in out
-    config = json.loads((tmp_path / "results" / plans.dataset_name / "pretrain" / "mae__2d" /
-                         "pretrain_config.json").read_text())
-    assert config["objective"]["hyperparameters"]["mask_ratio"] == 0.7
-    assert config["objective"]["hyperparameters"]["block_size"] == [4, 4]
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert e.value.code == 2 and "already finished" in capsys.readouterr().err
-    main(args + ["--continue"])
-    assert "nothing to do" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        main(["-d", "901", "-l", "simclr", "--mask-ratio", "0.5"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "--mask-ratio does not apply to objective 'simclr'" in err
-
-
-def test_cli_objective_option_errors_name_the_flag(tiny, tmp_path, monkeypatch, capsys):
-    from sslunet.cli.pretrain import main
-
-    paths, plans = tiny
-    monkeypatch.setenv("SSLUNET_HOME", str(paths.preprocessed.parent))
-    monkeypatch.setenv("SSLUNET_RESULTS", str(tmp_path / "results"))
-    cases = {  # an option of another objective; a value the plan's network cannot take
-        ("-l", "mae", "--temperature", "0.2"): "error: option --temperature does not apply to "
-        "objective 'mae' (its options: --block-size, --mask-ratio)",
-        ("-l", "contrastive", "--local-level", "9"): "error: invalid option for objective "
-        "'contrastive': --local-level must be in [0, 1] for configuration '2d', got 9",
-        ("-l", "mae", "--block-size", "2,2,2"): "--block-size needs 1 or 2 entries",
-    }
-    for argv, message in cases.items():
-        code, out, err = run_main(main, ["-d", "901", *argv, "--device", "cpu"], capsys)
-        refusal_line(code, out, err, message, own=False)
-    assert not (tmp_path / "results").exists()  # refused before anything was written
+# --------------------------------------------------------------------------- data, hold-out, stages
 
 
 def test_include_test_needs_preprocessed_test_images(tiny, tmp_path):
