@@ -9,7 +9,6 @@ a single-process step on the mean of both losses.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tests.helpers.datasets import DATASET, tiny_home
 
 from sslunet.networks import build_network
 from sslunet.plans import ConfigurationPlan
@@ -28,10 +26,9 @@ from sslunet.training.distributed import DistContext
 from sslunet.training.schedule import learning_rate
 from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.trainer import Trainer, unwrap
+from tests.helpers.cli import cli_env
+from tests.helpers.datasets import DATASET, tiny_home
 from tests.helpers.paths import REPO
-
-ENV_VARS = ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS", "WORLD_SIZE", "RANK",
-            "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -48,8 +45,7 @@ def _text(out) -> str:
 
 
 def torchrun_finetune(home: Path, args: list[str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(SSLUNET_HOME=str(home), OMP_NUM_THREADS="1")
+    env = cli_env(home)  # without the caller's SSLUNET_* and torchrun variables
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", "sslunet.cli.finetune", "-d", DATASET, "-f", "1", "--device", "cpu",

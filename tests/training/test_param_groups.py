@@ -1,21 +1,16 @@
-"""Fine-tuning recipe parts: encoder freezing then unfreezing, per-part learning rates, the
-study applying them to pretrained inits only, and the mirrored local views' correspondence."""
+"""Tests for sslunet.training.param_groups (and the trainer applying them): encoder freezing
+then unfreezing and per-part learning rates, on a tiny stand-in model."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.helpers.datasets import DATASET, tiny_overrides, trained_home
-from sslunet.ssl.two_views import make_two_views, unmirror
 from sslunet.training.config import TrainingConfig
-from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.param_groups import finetune_groups
 from sslunet.training.trainer import Trainer
+
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -109,43 +104,3 @@ def test_random_init_groups_are_encoder_and_new():
     groups = finetune_groups(_Model(), (), cfg)
     assert [(g["name"], g["lr_scale"], g["frozen_epochs"]) for g in groups] == [
         ("encoder", 1.0, 1), ("new", 1.0, 0)]
-
-
-def test_recipe_values_are_validated():
-    with pytest.raises(ValueError, match="freeze_encoder_epochs"):
-        TrainingConfig(epochs=2, freeze_encoder_epochs=3)
-    with pytest.raises(ValueError, match="pretrained_lr_scale"):
-        TrainingConfig(pretrained_lr_scale=0.0)
-
-
-def test_finetune_with_recipe_freezes_resumes_and_records(tmp_path_factory, tmp_path):
-    """End to end on the tiny dataset: from a checkpoint, encoder frozen for epoch 1, loaded
-    tensors at 0.1 x lr; the recipe is recorded and the frozen encoder really did not move."""
-    paths, run_dir = trained_home(tmp_path_factory, tmp_path / "home")
-    ckpt = run_dir / "checkpoint_final.pt"
-    opts = FinetuneOptions(DATASET, "2d", 0, str(ckpt), validate=False,
-                           overrides=tiny_overrides(epochs=2, freeze_encoder_epochs=1,
-                                                    pretrained_lr_scale=0.1),
-                           model_dir=str(tmp_path / "model"))
-    out = finetune(paths, opts)
-    recorded = json.loads((out / "run_config.json").read_text())["training"]
-    assert recorded["freeze_encoder_epochs"] == 1 and recorded["pretrained_lr_scale"] == 0.1
-    log = (out / "training.log").read_text()
-    assert "encoder_pretrained: frozen from epoch 1" in log
-    assert "encoder_pretrained: unfrozen from epoch 2" in log
-    final = torch.load(out / "checkpoint_final.pt", weights_only=True)
-    groups = final["optimizer"]["param_groups"]
-    assert {g["name"]: g["lr_scale"] for g in groups}["encoder_pretrained"] == 0.1
-
-
-def test_mirrored_views_map_back_onto_view_one():
-    rng = np.random.default_rng(0)
-    data = rng.normal(size=(6, 1, 8, 10)).astype(np.float32)
-    identity = lambda **d: d  # noqa: E731 - no intensity change: geometry alone is compared
-    out = make_two_views({"data": data}, np.random.default_rng(1), crop_fraction=None,
-                         intensity=identity, mirror_view2=True)
-    flips = out["view2_flips"]
-    assert flips.shape == (6, 2) and 0 < flips.sum() < 12  # some images mirrored, not all
-    v1, v2 = torch.from_numpy(out["data_view1"]), torch.from_numpy(out["data_view2"])
-    assert not torch.equal(v1, v2)
-    assert torch.equal(unmirror(v2, torch.from_numpy(flips), 2), v1)
