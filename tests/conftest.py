@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from sslunet.planning.planner import plan_experiment
+from sslunet.plans import Fingerprint, Plans
 from tests.helpers.datasets import (
     make_case,
     oblique_direction,
@@ -24,6 +26,7 @@ from tests.helpers.datasets import (
     write_image,
     write_raw_dataset,
 )
+from tests.helpers.fingerprints import SCENARIOS
 from tests.helpers.paths import REAL_DATA
 
 
@@ -84,3 +87,14 @@ def tiny(tmp_path_factory):
     """``(paths, plans)`` of the stack dataset for the pretraining objectives (planned, plans
     shrunk; see :func:`~tests.helpers.datasets.stack_home`), a private copy per test module."""
     return stack_home(tmp_path_factory, tmp_path_factory.mktemp("stack") / "home")
+
+
+@pytest.fixture(scope="module")
+def planned() -> dict[str, tuple[Fingerprint, Plans]]:
+    """``scenario -> (fingerprint, plans)``: every hand-built fingerprint of
+    :data:`~tests.helpers.fingerprints.SCENARIOS`, planned with the default planner."""
+    out = {}
+    for name, make in SCENARIOS.items():
+        fp = make()
+        out[name] = (fp, plan_experiment(fp))
+    return out

@@ -1,7 +1,8 @@
 """Planner rules (nnU-Net v2's default planner, anchors note §2b) on hand-built fingerprints.
 
-No files are read: every test builds :class:`Fingerprint` objects directly, so each rule is
-checked in isolation against a number worked out by hand or against the rule's formula.
+No files are read: every test builds :class:`Fingerprint` objects directly (see
+:mod:`tests.helpers.fingerprints`; fixture ``planned``), so each rule is checked in isolation
+against a number worked out by hand or against the rule's formula.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 import numpy as np
 import pytest
 
-from sslunet.errors import InputError
 from sslunet.planning.planner import (
     MAX_DATASET_COVERED,
     REFERENCE_BATCH,
@@ -21,63 +21,8 @@ from sslunet.planning.planner import (
     fullres_target_spacing,
     plan_experiment,
 )
-from sslunet.planning.splits import make_splits
-from sslunet.planning.topology import Topology, conv_feature_map_size, plan_topology
-from sslunet.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint, Plans
-
-# --------------------------------------------------------------------------- fingerprints
-
-
-def make_fingerprint(spacings, shapes, n_channels: int = 1, n_labels: int = 3,
-                     relative_size: float = 0.9, sources=None) -> Fingerprint:
-    """A fingerprint with one case per (spacing, shape), both numpy (z, y, x) order."""
-    sources = sources or ["imagesTr"] * len(spacings)
-    cases = tuple(
-        CaseFingerprint(f"case_{i:03d}", src, tuple(float(s) for s in sp),
-                        tuple(int(s) for s in sh), tuple(int(s) for s in sh))
-        for i, (sp, sh, src) in enumerate(zip(spacings, shapes, sources)))
-    stats = tuple(ChannelIntensityStats(100.0 + c, 95.0, 20.0, 0.0, 300.0, 40.0, 250.0,
-                                        "foreground") for c in range(n_channels))
-    return Fingerprint(
-        dataset_name="Dataset001_Test", num_channels=n_channels,
-        channel_names={str(c): "T2" for c in range(n_channels)},
-        labels={"background": 0, **{f"l{i}": i for i in range(1, n_labels)}},
-        cases=cases, intensity_stats=stats, median_relative_size_after_cropping=relative_size)
-
-
-def uniform(spacing, shape, n: int, **kw) -> Fingerprint:
-    return make_fingerprint([spacing] * n, [shape] * n, **kw)
-
-
-def cmr_like() -> Fingerprint:
-    """35 cine stacks at 7.99 x 1.25 x 1.25 mm with 10..18 slices (median 12), 256^2 in-plane."""
-    slices = [10] * 4 + [11] + [12] * 14 + [13] * 2 + [14] * 10 + [15, 16, 17, 18]
-    assert len(slices) == 35 and int(np.median(slices)) == 12
-    return make_fingerprint([(7.99, 1.25, 1.25)] * 35, [(z, 256, 256) for z in slices])
-
-
-# name -> fingerprint; every rule that must hold "for all configs" is checked on all of them
-SCENARIOS = {
-    "isotropic": lambda: uniform((1.0, 1.0, 1.0), (128, 128, 128), 10),
-    "tiny": lambda: uniform((1.0, 1.0, 1.0), (6, 20, 20), 5),
-    "tiny_odd": lambda: uniform((1.0, 1.0, 1.0), (6, 22, 22), 5),
-    "one_slice": lambda: uniform((999.0, 1.0, 1.0), (1, 64, 64), 5),
-    "huge": lambda: uniform((1.0, 1.0, 1.0), (500, 512, 512), 10),
-    "x_anisotropic": lambda: uniform((1.0, 1.0, 5.0), (200, 200, 30), 10),
-    "cmr_like": cmr_like,
-    "mixed_spacing": lambda: make_fingerprint(
-        [(3.0 + 0.5 * i, 0.7 + 0.02 * i, 0.7 + 0.02 * i) for i in range(12)],
-        [(20 + i, 180 + 4 * i, 170 + 3 * i) for i in range(12)], n_channels=2),
-}
-
-
-@pytest.fixture(scope="module")
-def planned() -> dict[str, tuple[Fingerprint, Plans]]:
-    out = {}
-    for name, make in SCENARIOS.items():
-        fp = make()
-        out[name] = (fp, plan_experiment(fp))
-    return out
+from sslunet.planning.topology import conv_feature_map_size, plan_topology
+from tests.helpers.fingerprints import SCENARIOS, cmr_like, make_fingerprint, uniform
 
 
 def reference(ndim: int, gpu_gb: float = 8.0) -> float:
@@ -160,24 +105,6 @@ def test_isotropic_pools_all_axes_with_kernel_3(planned):
         assert all(p == (2,) * nd for p in config.pool_op_kernel_sizes[1:])
         assert all(k == (3,) * nd for k in config.conv_kernel_sizes)
         assert len(config.conv_kernel_sizes) == config.num_stages
-
-
-def test_anisotropic_topology_pools_fine_axes_first():
-    topo = plan_topology((5.0, 1.0, 1.0), (32, 224, 224))
-    # in-plane is pooled twice (1 -> 2 -> 4 mm) before z (5 mm) joins; z kernel 1 until then
-    assert topo.pool_op_kernel_sizes[:4] == ((1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2))
-    assert topo.conv_kernel_sizes[:3] == ((1, 3, 3), (1, 3, 3), (3, 3, 3))
-    assert topo.conv_kernel_sizes[-1] == (3, 3, 3)
-
-
-def test_no_axis_pooled_below_min_edge():
-    for patch in [(6, 20, 20), (1, 64, 64), (12, 256, 256), (128, 128, 128)]:
-        topo = plan_topology((1.0, 1.0, 1.0), patch)
-        size = np.asarray(topo.patch_size, dtype=float)
-        for stride in topo.pool_op_kernel_sizes[1:]:
-            # an axis is only pooled while it is >= 8 voxels (bottleneck keeps >= 4)
-            assert all(s >= 8 for s, st in zip(size, stride) if st == 2)
-            size = np.ceil(size / np.asarray(stride))
 
 
 def test_tiny_images_few_stages_patch_clipped_and_padded(planned):
@@ -356,83 +283,6 @@ def test_cmr_like_matches_nnunet_v2():
     assert set(plans.configurations) == {"2d", "3d_fullres"}
 
 
-# --------------------------------------------------------------------------- memory proxy
-
-
-@pytest.mark.parametrize("scenario", ["tiny", "x_anisotropic", "cmr_like", "mixed_spacing"])
-def test_feature_map_size_matches_network_hooks(planned, scenario):
-    torch = pytest.importorskip("torch")  # noqa: F841
-    from tests.helpers.feature_maps import conv_feature_map_size as measured
-
-    fp, plans = planned[scenario]
-    n_cls = len(fp.labels)
-    for c in plans.configurations.values():
-        topo = Topology(c.pool_op_kernel_sizes, c.conv_kernel_sizes, c.patch_size,
-                        c.total_downsampling)
-        ours = conv_feature_map_size(topo, c.features_per_stage, n_cls)
-        assert ours == measured(c, fp.num_channels, n_cls, deep_supervision=True), c.name
-        assert c.vram_estimate == ours
-
-
-# --------------------------------------------------------------------------- JSON round trips
-
-
-def test_plans_and_fingerprint_json_round_trip(tmp_path, planned):
-    fp, plans = planned["mixed_spacing"]
-    fp.save(tmp_path / "fingerprint.json")
-    plans.save(tmp_path / "plans.json")
-    fp2 = Fingerprint.load(tmp_path / "fingerprint.json")
-    plans2 = Plans.load(tmp_path / "plans.json")
-    assert fp2 == fp
-    assert plans2 == plans
-    assert isinstance(plans2.configurations["3d_fullres"].patch_size, tuple)
-    assert Plans.from_dict(plans.to_dict()) == plans
-
-
-def test_wrong_schema_version_is_input_error(tmp_path, planned):
-    import json
-
-    fp, plans = planned["tiny"]
-    for obj, cls, name in ((fp, Fingerprint, "fingerprint.json"), (plans, Plans, "plans.json")):
-        obj.save(tmp_path / name)
-        data = json.loads((tmp_path / name).read_text())
-        data["schema_version"] = 99
-        (tmp_path / name).write_text(json.dumps(data))
-        with pytest.raises(InputError, match="schema_version 99") as err:
-            cls.load(tmp_path / name)
-        assert name in str(err.value)
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def test_splits_five_disjoint_folds_cover_all_cases():
-    ids = [f"case_{i:03d}" for i in range(23)]
-    splits = make_splits(ids)
-    assert len(splits) == 5
-    vals = [set(s["val"]) for s in splits]
-    assert set().union(*vals) == set(ids)
-    assert sum(len(v) for v in vals) == len(ids)  # disjoint
-    assert sorted(len(v) for v in vals) == [4, 4, 5, 5, 5]
-    for s in splits:
-        assert set(s["train"]) == set(ids) - set(s["val"])
-
-
-def test_splits_seeded_and_order_independent():
-    ids = [f"c{i}" for i in range(20)]
-    assert make_splits(ids, seed=3) == make_splits(list(reversed(ids)), seed=3)
-    assert make_splits(ids, seed=3) != make_splits(ids, seed=4)
-
-
-def test_splits_with_fewer_cases_than_folds():
-    splits = make_splits(["a", "b", "c"])
-    assert len(splits) == 3
-    assert sorted(v for s in splits for v in s["val"]) == ["a", "b", "c"]
-    assert all(len(s["val"]) == 1 and len(s["train"]) == 2 for s in splits)
-    assert make_splits(["only"]) == [{"train": ["only"], "val": ["only"]}]
-    assert make_splits([]) == []
-
-
 # --------------------------------------------------------------------------- other rules
 
 
@@ -465,12 +315,3 @@ def test_overridden_target_spacing_sets_spacing_and_shrinks_images():
     for got, full in zip(c2d.median_image_size, default.median_image_size):
         assert got == pytest.approx(full * default.spacing[0] / 2.5, abs=1)
     assert all(p <= q for p, q in zip(c2d.patch_size, default.patch_size))
-
-
-def test_target_spacing_out_of_range_is_refused_with_exit_2(capsys):
-    from sslunet.cli.plan import main
-
-    with pytest.raises(SystemExit) as e:
-        main(["-d", "anything", "--target-spacing", "8", "0", "2.5"])
-    assert e.value.code == 2
-    assert "--target-spacing values must be between" in capsys.readouterr().err

@@ -2,9 +2,10 @@
 
 Bad input: exit status 2, exactly one ``error:`` line on stderr naming the offending file, no
 traceback, the raw folder byte-for-byte unchanged and nothing written to the preprocessed
-folder (the CLI-probe harness of :mod:`tests.helpers.cli`). Resumability: finished cases are skipped, ``--overwrite`` and plan edits redo exactly
-what they should (checked through file modification times, reset to a fixed past time before
-each rerun so that "unchanged" cannot pass by accident of timing).
+folder (the CLI-probe harness of :mod:`tests.helpers.cli`). Resumability: finished cases are
+skipped, ``--overwrite`` and plan edits redo exactly what they should (checked through file
+modification times, reset to a fixed past time before each rerun so that "unchanged" cannot
+pass by accident of timing). A few refusals are checked in process, through ``main(argv)``.
 """
 
 from __future__ import annotations
@@ -247,6 +248,15 @@ def test_broken_hand_edits_fail_cleanly(tmp_path, raw_dataset):
             assert run_plan(home, *args, "--overwrite").returncode == 0
             assert json.loads((out / name).read_text()) == json.loads(good)
         (out / name).write_text(good)
+
+
+def test_target_spacing_out_of_range_is_refused_with_exit_2(capsys):
+    from sslunet.cli.plan import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["-d", "anything", "--target-spacing", "8", "0", "2.5"])
+    assert e.value.code == 2
+    assert "--target-spacing values must be between" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- outputs, resuming

@@ -1,4 +1,4 @@
-"""Tests for sslunet.networks: the plan-built U-Net, its registry and the VRAM proxy."""
+"""Tests for sslunet.networks.unet: the plan-built U-Net, and the VRAM proxy counted on it."""
 
 from __future__ import annotations
 
@@ -13,45 +13,11 @@ from sslunet.errors import InputError
 from sslunet.networks import (
     PlainConvUNet,
     build_network,
-    get_network,
     list_networks,
-    register_network,
 )
 from sslunet.plans import ConfigurationPlan
 from tests.helpers.feature_maps import conv_feature_map_size
-
-
-def make_plan(ndim: int, network: str = "plain_unet", **changes) -> ConfigurationPlan:
-    """A small hand-written plan: 2D with a non-square stride, or 3D anisotropic."""
-    if ndim == 2:
-        topology = dict(
-            patch_size=(32, 24),
-            pool_op_kernel_sizes=((1, 1), (2, 2), (2, 2), (2, 1)),
-            conv_kernel_sizes=((3, 3), (3, 3), (3, 3), (3, 3)),
-            spacing=(1.0, 1.0),
-        )
-    else:
-        topology = dict(
-            patch_size=(8, 32, 32),
-            pool_op_kernel_sizes=((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2)),
-            conv_kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)),
-            spacing=(3.0, 1.0, 1.0),
-        )
-    plan = ConfigurationPlan(
-        name=f"{ndim}d_test",
-        data_identifier="test",
-        median_image_size=topology["patch_size"],
-        batch_size=2,
-        features_per_stage=(8, 16, 32, 32),
-        n_conv_per_stage_encoder=(2, 2, 2, 2),
-        n_conv_per_stage_decoder=(2, 2, 2),
-        normalization_schemes=("zscore",),
-        use_mask_for_norm=(False,),
-        batch_dice=True,
-        network=network,
-        **topology,
-    )
-    return dataclasses.replace(plan, **changes)
+from tests.helpers.networks import make_plan
 
 
 def cumulative_strides(plan: ConfigurationPlan) -> list[tuple[int, ...]]:
@@ -67,7 +33,11 @@ def stage_shapes(plan: ConfigurationPlan) -> list[tuple[int, ...]]:
 
 
 PLANS = {"2d": make_plan(2), "3d_aniso": make_plan(3)}
+
+
 CASES = [(name, key) for name in list_networks() for key in PLANS]
+
+
 CASE_IDS = [f"{name}-{key}" for name, key in CASES]
 
 
@@ -75,23 +45,6 @@ CASE_IDS = [f"{name}-{key}" for name, key in CASES]
 def plan(request) -> ConfigurationPlan:
     name, key = request.param
     return dataclasses.replace(PLANS[key], network=name)
-
-
-def test_registry_has_plain_unet_and_rejects_unknown_names():
-    assert "plain_unet" in list_networks()
-    assert get_network("plain_unet") is PlainConvUNet
-    with pytest.raises(InputError, match="plain_unet"):
-        get_network("no_such_net")
-    with pytest.raises(InputError, match=r"unknown network 'no_such_net'.*plain_unet"):
-        build_network(make_plan(2, network="no_such_net"), 1, 2)
-
-
-def test_register_rejects_duplicates_and_non_networks():
-    with pytest.raises(ValueError, match="already registered"):
-        register_network("plain_unet")(type("Other", (PlainConvUNet,), {}))
-    with pytest.raises(TypeError):
-        register_network("not_a_module")(object)
-    assert "not_a_module" not in list_networks()
 
 
 def test_deep_supervision_outputs_and_features(plan):
