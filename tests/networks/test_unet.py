@@ -33,11 +33,7 @@ def stage_shapes(plan: ConfigurationPlan) -> list[tuple[int, ...]]:
 
 
 PLANS = {"2d": make_plan(2), "3d_aniso": make_plan(3)}
-
-
 CASES = [(name, key) for name in list_networks() for key in PLANS]
-
-
 CASE_IDS = [f"{name}-{key}" for name, key in CASES]
 
 

@@ -37,8 +37,6 @@ from tests.helpers.pretraining import CONFIGS, make_setup
 
 # fast settings; contrastive objectives get a larger learning rate for such short runs
 RUN = dict(epochs=2, iters_per_epoch=16, num_workers=0, val_iters=1, batch_size=8)
-
-
 LR = {"simclr": 3e-3, "contrastive": 3e-3, "refs": 3e-3}
 
 

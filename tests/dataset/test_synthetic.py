@@ -1,4 +1,5 @@
-"""The synthetic abdominal MR generator: determinism, anatomy, contrasts, layout, overwrite."""
+"""Tests for sslunet.dataset.synthetic, the synthetic abdominal MR generator: determinism,
+anatomy, contrasts, layout."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import binary_erosion
 
-from sslunet.cli.synth import main as synth_main
 from sslunet.dataset.raw import load_raw_dataset
 from sslunet.dataset.synthetic import (LABELS, SynthConfig, Tissue, generate_case,
+
+
                                        generate_dataset, synthesize_case)
 from sslunet.errors import InputError
 from sslunet.utils.serialization import from_dict
 
+
 SMALL = SynthConfig(num_labeled=2, num_unlabeled=1, num_test=1, seed=3)
+
+
 # many flipped / oblique cases so that every check also covers the non-identity directions
 MIXED = SynthConfig(flipped_fraction=0.5, oblique_fraction=0.5)
 
@@ -144,32 +149,6 @@ def test_parallel_output_is_identical_and_independent_of_other_counts(tmp_path):
     assert len(names) == 5 and not (parallel / "imagesTs").exists()
     for name in names:
         assert np.array_equal(_array(serial / name), _array(parallel / name)), name
-
-
-def test_existing_folder_is_refused_and_overwrite_replaces_it(tmp_path, capsys):
-    args = ["-o", str(tmp_path), "--labeled", "1", "--unlabeled", "0", "--test", "0", "-np", "1"]
-    synth_main(args)
-    folder = tmp_path / "Dataset001_Liver"
-    assert "Dataset001_Liver" in capsys.readouterr().out
-    first = _array(folder / "imagesTr/liver_000_0000.nii.gz")
-    (folder / "user_notes.txt").write_text("keep me unless overwriting")
-
-    with pytest.raises(SystemExit) as exit_info:
-        synth_main(args + ["--seed", "5"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Dataset001_Liver" in err and "already exists" in err and "Traceback" not in err
-    with pytest.raises(InputError, match="already exists"):
-        generate_dataset(tmp_path, SynthConfig(num_labeled=1, num_unlabeled=0, num_test=0))
-    assert (folder / "user_notes.txt").exists()
-    assert np.array_equal(first, _array(folder / "imagesTr/liver_000_0000.nii.gz"))
-
-    synth_main(args + ["--seed", "5", "--overwrite"])
-    assert not (folder / "user_notes.txt").exists()
-    second = _array(folder / "imagesTr/liver_000_0000.nii.gz")
-    assert second.shape != first.shape or not np.array_equal(first, second)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_Liver"]
-    assert json.loads((folder / "dataset.json").read_text())["generator"]["seed"] == 5
 
 
 @pytest.mark.parametrize("change", [{"num_labeled": -1}, {"num_labeled": 0, "num_unlabeled": 0},

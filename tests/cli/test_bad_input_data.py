@@ -7,13 +7,14 @@ smaller listing problems) is run through the real CLIs in subprocesses (``sslune
 the user's folders byte-for-byte unchanged (nothing written into them, no output created).
 
 All subprocesses are started once, a few at a time, by the module fixture ``runs`` (each is
-mostly interpreter and torch start-up); the tests then check their results class by class.
-A few rules that need no CLI round trip are checked in process at the end.
+mostly interpreter and torch start-up); the tests then check their results class by class,
+with the CLI-probe harness of :mod:`tests.helpers.cli`. The rules that need no CLI round trip
+are checked in process with the modules that apply them (tests/dataset/test_imageio.py,
+test_raw.py, tests/planning/test_fingerprint.py, tests/preprocessing/test_resampling.py).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -21,15 +22,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sslunet.dataset.imageio import Geometry, check_geometry, read_array, read_header
-from sslunet.dataset.raw import load_raw_dataset
-from sslunet.errors import InputError
 from sslunet.paths import Paths
-from sslunet.planning.api import PlanOptions, plan_and_preprocess
-from sslunet.preprocessing.resampling import checked_new_shape
 from tests.helpers.cli import Probe, check_probes, run_probes
+from tests.helpers.damage import edit_meta, rewrite, truncate
 from tests.helpers.datasets import make_case, plan_dataset, write_image, write_raw_dataset
 from tests.helpers.models import save_fake_model
+
 
 DS = "Dataset001_Toy"
 SHAPE = (4, 12, 12)
@@ -37,22 +35,6 @@ NOISE = ("Traceback", "HDF5", "MetaImage", "sitk::", "ITK")  # never on screen f
 
 
 # --------------------------------------------------------------------------- helpers
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-
-
-def rewrite(path: Path, array=None, dtype=None, **geometry) -> None:
-    """Rewrite an image with other voxels, type or geometry (default: its own voxels)."""
-    if array is None:
-        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    write_image(path, array if dtype is None else array.astype(dtype), **geometry)
-
-
-def edit_meta(root: Path, **changes) -> None:
-    meta = json.loads((root / "dataset.json").read_text())
-    meta.update(changes)
-    (root / "dataset.json").write_text(json.dumps(meta))
 
 
 def dataset(base: Path, name: str, **kwargs) -> Path:
@@ -77,6 +59,8 @@ def label_folder(base: Path, name: str, n: int = 2, spacing=(1.0, 1.0, 1.0)) -> 
 
 
 # --------------------------------------------------------------------------- the runs
+
+
 def _model(base: Path) -> tuple[Path, Path]:
     """``(home, model folder)``: a planned tiny dataset and a seeded random 2d model."""
     home = base / "home"
@@ -209,6 +193,8 @@ def _check_class(runs: dict[str, Probe], prefix: str) -> None:
 
 
 # --------------------------------------------------------------------------- the classes
+
+
 def test_truncated_images_are_refused_by_every_command(runs):
     _check_class(runs, "truncated")
 
@@ -226,96 +212,3 @@ def test_dataset_json_problems_are_named(runs):
 def test_listing_problems_are_named(runs):
     _check_class(runs, "listing")
     assert "2 case(s) predicted" in runs["listing/predict ignores other endings"].result.stdout
-
-
-# --------------------------------------------------------------------------- in process
-def _nifti_bytes(tmp_path: Path) -> bytes:
-    path = write_image(tmp_path / "whole.nii.gz", make_case(SHAPE)[0][0])
-    return gzip.decompress(path.read_bytes())
-
-
-@pytest.mark.parametrize("variant", ["nii cut", "gzip of a cut nii", "bit flip", "mha cut"])
-def test_incomplete_files_in_other_forms(tmp_path, variant):
-    raw = _nifti_bytes(tmp_path)
-    if variant == "nii cut":
-        path = tmp_path / "x.nii"
-        path.write_bytes(raw[:-10])
-    elif variant == "gzip of a cut nii":  # a complete gzip stream, too little data inside
-        path = tmp_path / "x.nii.gz"
-        path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
-    elif variant == "bit flip":
-        path = tmp_path / "x.nii.gz"
-        data = bytearray(gzip.compress(raw))
-        data[len(data) // 2] ^= 0xFF
-        path.write_bytes(bytes(data))
-    else:
-        path = write_image(tmp_path / "x.mha", make_case(SHAPE)[0][0])
-        truncate(path, 0.8)
-    with pytest.raises(InputError, match="truncated|corrupt") as err:
-        read_array(path)
-    assert err.value.path == str(path)
-
-
-def test_complete_variants_are_accepted(tmp_path):
-    raw = _nifti_bytes(tmp_path)
-    expected = read_array(tmp_path / "whole.nii.gz")[0]
-    forms = {"plain.nii": raw,
-             "two_members.nii.gz": gzip.compress(raw[:500]) + gzip.compress(raw[500:]),
-             "uncompressed_named.nii.gz": raw,
-             "trailing_zeros.nii.gz": gzip.compress(raw) + bytes(64)}
-    for name, data in forms.items():
-        (tmp_path / name).write_bytes(data)
-        np.testing.assert_array_equal(read_array(tmp_path / name)[0], expected)
-        read_header(tmp_path / name)
-
-
-@pytest.mark.parametrize("spacing, ok", [
-    ((1.0, 1.0, 999.0), True), ((1e-3, 1.0, 1e3), True), ((0.0, 1.0, 1.0), False),
-    ((-1.0, 1.0, 1.0), False), ((float("nan"), 1.0, 1.0), False),
-    ((float("inf"), 1.0, 1.0), False), ((1.0, 1.0, 1001.0), False)])
-def test_spacing_range(spacing, ok):
-    geometry = Geometry(spacing, (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()), (4, 4, 4))
-    if ok:
-        check_geometry(geometry, Path("x.nii.gz"))
-    else:
-        with pytest.raises(InputError, match="0.001 to 1000 mm"):
-            check_geometry(geometry, Path("x.nii.gz"))
-
-
-def test_spacing_far_from_the_others_is_refused_at_verify(raw_dataset):
-    root = raw_dataset(n_labelled=3, shape=SHAPE)
-    for sub in ("imagesTr/case_002_0000.nii.gz", "labelsTr/case_002.nii.gz"):
-        rewrite(root / sub, spacing=(1e-3, 1e-3, 1e-3))  # in range, but 1000x the others
-    with pytest.raises(InputError, match="median spacing") as err:
-        plan_and_preprocess(root, root.parent / "pre", PlanOptions(
-            num_processes=1, progress=False, verify_only=True))
-    assert err.value.path.endswith("imagesTr/case_002_0000.nii.gz")
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"labels": {"left": 1, "right": 2}}, "background with value 0"),
-    ({"labels": {"background": 0, "left": 1, "right": 1}}, "same value 1"),
-    ({"labels": {"background": 0, "left": -1}}, "non-negative"),
-    ({"labels": {"background": 0, "left": [1, 2]}}, "region labels"),
-    ({"labels": {"background": 0, **{f"l{i}": i for i in range(1, 200)}}}, "at most 128"),
-    ({"channel_names": {}}, "non-empty"),
-    ({"channel_names": {"0": ""}}, "non-empty name"),
-    ({"numTraining": True}, "numTraining"),
-])
-def test_dataset_json_rules(raw_dataset, change, message):
-    root = raw_dataset(n_labelled=2, shape=SHAPE)
-    edit_meta(root, **change)
-    with pytest.raises(InputError, match=message) as err:
-        load_raw_dataset(root)
-    assert err.value.path.endswith("dataset.json")
-
-
-def test_resampling_guard():
-    # a crop box thinner than one target voxel is kept as one voxel, the image is fine
-    assert checked_new_shape((1, 10, 10), (1.0, 1.0, 1.0), (5.0, 1.0, 1.0), "c", None,
-                             (40, 10, 10)) == (1, 10, 10)
-    with pytest.raises(InputError, match="an empty axis") as err:  # the whole image vanishes
-        checked_new_shape((4, 10, 10), (1e-3, 1.0, 1.0), (1.0, 1.0, 1.0), "c", "x.nii.gz")
-    assert err.value.path == "x.nii.gz"
-    with pytest.raises(InputError, match="limit"):  # 3000^3 voxels: an absurd allocation
-        checked_new_shape((30, 30, 30), (100.0, 100.0, 100.0), (1.0, 1.0, 1.0), "c", "x.nii.gz")
