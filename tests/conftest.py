@@ -27,6 +27,7 @@ from tests.helpers.datasets import (
     write_raw_dataset,
 )
 from tests.helpers.fingerprints import SCENARIOS
+from tests.helpers.patches import write_patch_cases
 from tests.helpers.paths import REAL_DATA
 
 
@@ -98,3 +99,11 @@ def planned() -> dict[str, tuple[Fingerprint, Plans]]:
         fp = make()
         out[name] = (fp, plan_experiment(fp))
     return out
+
+
+@pytest.fixture
+def cases(tmp_path) -> Path:
+    """A folder of preprocessed cases for patch sampling and batch loading: three labelled
+    cases of different size (one smaller than the patches) and one unlabeled (see
+    :func:`~tests.helpers.patches.write_patch_cases`)."""
+    return write_patch_cases(tmp_path)
