@@ -1,4 +1,4 @@
-"""Ways to damage a dataset's files, for the bad-input tests."""
+"""Ways to damage a dataset's files (or the tiny dataset's plans), for the bad-input tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from tests.helpers.datasets import write_image
+from tests.helpers.datasets import DATASET, write_image
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -26,3 +26,12 @@ def edit_meta(root: Path, **changes) -> None:
     meta = json.loads((root / "dataset.json").read_text())
     meta.update(changes)
     (root / "dataset.json").write_text(json.dumps(meta))
+
+
+def edit_plans(home: Path, **changes) -> Path:
+    """Hand-edit the 2d configuration of the tiny dataset's ``plans.json`` under ``home``."""
+    path = home / "preprocessed" / DATASET / "plans.json"
+    plans = json.loads(path.read_text())
+    plans["configurations"]["2d"].update(changes)
+    path.write_text(json.dumps(plans, indent=2))
+    return path

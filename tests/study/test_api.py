@@ -1,4 +1,5 @@
-"""sslunet_study: convergence rule, resumption, failure isolation, table/CSV consistency."""
+"""Tests for sslunet.study.api (sslunet_study's library entry) on the tiny dataset: failure
+isolation, resumption, table/CSV consistency, studies with other settings, study names."""
 
 from __future__ import annotations
 
@@ -12,55 +13,11 @@ from pathlib import Path
 import pytest
 
 from sslunet.study.api import StudyOptions, run_study
-from sslunet.study.metrics import aggregate, convergence_epoch, markdown_table, time_to_epoch
 from sslunet.utils.atomic import read_json
-from tests.helpers.cli import refusal_line, run_main
 from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides
 
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.mark.parametrize("curve, expected", [
-    ([0.0, 0.5, 0.9, 1.0, 0.98], 3),        # 0.95 x 1.0 first reached at epoch 3
-    ([0.2, 0.96, 0.5, 1.0], 1),             # an early spike that reaches 95% counts
-    ([0.8, 0.8, 0.8], 0),                   # flat: converged at once
-    ([0.0, 0.0], None),                     # never learned anything
-    ([0.019, 0.008, 0.0, 0.0], None),       # noise below 0.05: a collapse, not a convergence
-    ([], None),
-    ([float("nan"), 0.1, 0.2], 2),          # NaN epochs are skipped
-    ([None, 0.5, 0.49], 1),
-])
-def test_convergence_epoch_known_curves(curve, expected):
-    assert convergence_epoch(curve) == expected
-
-
-def test_convergence_fraction_and_time():
-    curve = [0.1, 0.5, 0.8, 0.9, 1.0]
-    assert convergence_epoch(curve, 0.5) == 1
-    assert convergence_epoch(curve, 0.85) == 3
-    assert time_to_epoch([2.0, 3.0, 4.0, 5.0], 2) == 9.0
-    assert time_to_epoch([1.0], None) is None
-
-
-def test_table_reports_mean_std_gain_and_speedup():
-    rows = [
-        {"init": "random", "budget": "1", "fold": "0", "seed": 0, "status": "ok",
-         "dice_mean": 0.5, "convergence_epoch": 9},
-        {"init": "random", "budget": "1", "fold": "0", "seed": 1, "status": "ok",
-         "dice_mean": 0.7, "convergence_epoch": 9},
-        {"init": "simclr", "budget": "1", "fold": "0", "seed": 0, "status": "ok",
-         "dice_mean": 0.8, "convergence_epoch": 4},
-        {"init": "simclr", "budget": "1", "fold": "0", "seed": 1, "status": "failed: x",
-         "dice_mean": None},
-    ]
-    agg = aggregate(rows)
-    assert agg[("random", "1")] == pytest.approx((0.6, 0.1414, 2), abs=1e-4)  # sample std
-    assert agg[("simclr", "1")][2] == 1  # the failed run is not averaged
-    md = markdown_table(rows, ["random", "simclr"], ["1"])
-    assert "| random | 0.600 ± 0.141 (n=2) |" in md
-    assert "| simclr | 0.800 (n=1) |" in md  # one run: no spread shown
-    assert "| simclr | +0.300 (1/1 > 0) |" in md  # paired with seed 0 only: 0.8 - 0.5
-    assert "| simclr | 2.00x (n=1) |" in md  # (9+1)/(4+1): epochs counted from 1
 
 
 def _add_test_cases(paths):
@@ -196,53 +153,6 @@ def test_killed_run_is_reported_then_continued_on_rerun(tmp_path_factory, tmp_pa
     assert (finished / "checkpoint_final.pt").stat().st_mtime_ns == stamp
 
 
-def _study_cli(monkeypatch, capsys, argv, home):
-    from sslunet.cli import study as study_cli
-
-    for k in ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("SSLUNET_HOME", str(home))
-    return run_main(study_cli.main, argv, capsys)
-
-
-def test_cli_passes_schedules_through_to_finetuning_and_pretraining(
-        tmp_path_factory, tmp_path, monkeypatch, capsys):
-    import sslunet.cli.study as study_cli
-
-    tiny_home(tmp_path_factory, tmp_path / "home")
-    seen = {}
-
-    def fake_run_study(p, opts):
-        seen["opts"] = opts
-        out = p.results / opts.dataset / "study" / opts.study_name
-        out.mkdir(parents=True)
-        (out / "study.md").write_text("TABLE\n")
-        return out
-
-    monkeypatch.setattr(study_cli, "run_study", fake_run_study)
-    code, out, _ = _study_cli(monkeypatch, capsys, [
-        "-d", DATASET, "--inits", "random", "mae", "--labeled", "1", "all", "--folds", "0", "1",
-        "--seeds", "3", "--epochs", "7", "--iters-per-epoch", "5", "--val-iters", "2",
-        "--optimizer", "adamw", "--lr", "0.003", "--warmup-epochs", "0",
-        "--pretrain-epochs", "4", "--pretrain-batch-size", "6", "--num-workers", "1",
-        "--disable-tta", "--no-test", "--device", "cpu"], tmp_path / "home")
-    assert code == 0 and "TABLE" in out
-    o = seen["opts"]
-    assert (o.inits, o.budgets, o.folds, o.seeds) == (("random", "mae"), ("1", "all"),
-                                                      ("0", "1"), (3,))
-    assert o.finetune_overrides == {"epochs": 7, "iters_per_epoch": 5, "val_iters": 2,
-                                    "optimizer": "adamw", "lr": 0.003, "warmup_epochs": 0,
-                                    "num_workers": 1}
-    assert o.pretrain_overrides == {"epochs": 4, "batch_size": 6, "num_workers": 1}
-    assert not o.tta and not o.evaluate_test and o.device == "cpu"
-
-
-def test_cli_unknown_dataset_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
-    (tmp_path / "home" / "preprocessed").mkdir(parents=True)
-    code, out, err = _study_cli(monkeypatch, capsys, ["-d", "NoSuchSet"], tmp_path / "home")
-    refusal_line(code, out, err, "NoSuchSet")
-
-
 def test_studies_with_other_settings_never_reuse_each_others_runs(tmp_path_factory, tmp_path):
     paths = tiny_home(tmp_path_factory, tmp_path / "home")
     pre = {"epochs": 1, "iters_per_epoch": 1, "val_iters": 1, "batch_size": 2, "num_workers": 0}
@@ -274,3 +184,10 @@ def test_studies_with_other_settings_never_reuse_each_others_runs(tmp_path_facto
     assert "regression: 1 epochs x 1 iterations" in md
     assert "other settings: epochs 1 (asked 2)" in md
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps
+
+
+def test_default_study_name_never_holds_a_path(tmp_path):
+    from sslunet.study.api import StudyOptions
+
+    opts = StudyOptions(DATASET, inits=("random", "../../../../elsewhere/x.pt"))
+    assert "/" not in opts.study_name and ".." not in opts.study_name.split("-")

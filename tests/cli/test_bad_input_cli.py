@@ -10,8 +10,10 @@ the file, no traceback, no run folder, and the user's folders unchanged:
 - hand-edited ``plans.json`` (patch not divisible by the downsampling, batch 0);
 - malformed checkpoints (empty file, tagged but without weights, non-integer channels) in
   ``--init``, ``--continue`` and ``predict -m``;
-- names that would become folders outside their root;
-- and, separately, that worker processes die with a parent killed by ``kill -9``.
+- names that would become folders outside their root.
+
+(That worker processes die with a parent killed by ``kill -9`` is checked in
+tests/utils/test_processes.py; hand-edited plans loaded in process in tests/test_plans.py.)
 
 The subprocesses are started once, two at a time, by the module fixture ``runs`` (each is mostly
 interpreter and torch start-up); the tests then check their results class by class, with the
@@ -20,28 +22,22 @@ CLI-probe harness of :mod:`tests.helpers.cli`.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from sslunet.errors import InputError
-from sslunet.plans import Plans
 from sslunet.runs import checkpoint as ckpt_mod
 from tests.helpers.cli import Probe, check_probes, refusal_line, run_main, run_probes
+from tests.helpers.damage import edit_plans
 from tests.helpers.datasets import DATASET, tiny_home, trained_home
-from tests.helpers.paths import REPO
 
 
 # --------------------------------------------------------------------------- helpers
+
+
 def chattr_works(tmp: Path) -> bool:
     """Whether ``chattr +i`` can make a folder immutable here (tests run as root, whom
     permission bits do not stop)."""
@@ -65,19 +61,13 @@ def save_raw_checkpoint(path: Path, payload: dict) -> None:
     torch.save({"format": ckpt_mod.FORMAT, "version": ckpt_mod.VERSION, **payload}, path)
 
 
-def edit_plans(home: Path, **changes) -> Path:
-    path = home / "preprocessed" / DATASET / "plans.json"
-    plans = json.loads(path.read_text())
-    plans["configurations"]["2d"].update(changes)
-    path.write_text(json.dumps(plans, indent=2))
-    return path
-
-
 TINY = ["--epochs", "1", "--iters-per-epoch", "1", "--val-iters", "1", "--batch-size", "2",
         "--num-workers", "0", "--device", "cpu"]
 
 
 # --------------------------------------------------------------------------- the runs
+
+
 def _scenarios(base: Path, factory) -> dict[str, Probe]:
     out: dict[str, Probe] = {}
     homes = iter(range(100))
@@ -221,6 +211,8 @@ def _check_all(runs: dict[str, Probe], names: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------- the classes
+
+
 def test_unwritable_output_locations_are_refused_up_front(runs):
     _check_all(runs, ["home_is_file", "results_is_file", "predict_output_under_file",
                       "evaluate_output_under_file", "plan_into_immutable",
@@ -246,6 +238,8 @@ def test_names_that_would_leave_their_root_are_refused(runs):
 
 
 # --------------------------------------------------------------------------- in process
+
+
 # every numeric flag of every command, with a value it must refuse (argparse: exit 2)
 BAD_VALUES = {
     "finetune": ["-f abc", "-f -1", "--num-labeled 0", "--epochs 0", "--iters-per-epoch 0",
@@ -289,104 +283,3 @@ def test_every_numeric_flag_is_checked_by_its_parser(command, capsys, monkeypatc
             refusal_line(code, out, err, bad.split()[0], own=False)
         except AssertionError as e:
             raise AssertionError(f"{bad}: {e}") from None
-
-
-def test_plans_problems_name_plans_json(tmp_path_factory, tmp_path):
-    home = tmp_path / "home"
-    tiny_home(tmp_path_factory, home)
-    path = home / "preprocessed" / DATASET / "plans.json"
-    original = path.read_text()
-    for changes, words in (({"patch_size": [0, 32]}, "patch_size"),
-                           ({"spacing": [0.9, -1.0]}, "spacing"),
-                           ({"n_conv_per_stage_encoder": [1, 1]}, "n_conv_per_stage_encoder"),
-                           ({"conv_kernel_sizes": [[3, 3], [2, 2], [3, 3]]}, "odd"),
-                           ({"normalization_schemes": []}, "normalization_schemes"),
-                           ({"batch_size": 1.5}, "batch_size")):
-        edit_plans(home, **changes)
-        with pytest.raises(InputError, match=words) as err:
-            Plans.load(path)
-        assert err.value.path == str(path) and "\n" not in str(err.value)
-        path.write_text(original)
-    Plans.load(path)  # the planner's own plans are valid
-
-
-def test_default_study_name_never_holds_a_path(tmp_path):
-    from sslunet.study.api import StudyOptions
-
-    opts = StudyOptions(DATASET, inits=("random", "../../../../elsewhere/x.pt"))
-    assert "/" not in opts.study_name and ".." not in opts.study_name.split("-")
-
-
-# --------------------------------------------------------------------------- process hygiene
-WORKERS_SCRIPT = """
-import os, sys, time
-import numpy as np
-from sslunet.data.loader import make_loader
-from sslunet.inference.api import _make_exporter
-
-class Loader:  # the smallest batchgenerators-style data loader
-    def set_thread_id(self, i):
-        self.i = i
-    def __iter__(self):
-        return self
-    def __next__(self):
-        return {"data": np.zeros((1, 1, 4, 4), np.float32)}
-
-if __name__ == "__main__":  # (spawned workers import this file)
-    stream = make_loader(Loader(), None, num_workers=2, seed=0)  # augmentation workers (fork)
-    next(stream)
-    pool = _make_exporter(1)  # export workers (spawn) and the resource tracker
-    pool.submit(os.getpid).result()
-    print("ready", flush=True)
-    time.sleep(600)
-"""
-
-
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        for f in Path(f"/proc/{p}/task").glob("*/children"):
-            for child in f.read_text().split():
-                if int(child) not in found:
-                    found.add(int(child))
-                    todo.append(int(child))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")  # a zombie has exited (init may not reap it at once)
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or not sys.platform.startswith("linux"),
-                    reason="needs Linux /proc")
-def test_workers_die_with_a_killed_parent(tmp_path):
-    script = tmp_path / "workers.py"
-    script.write_text(textwrap.dedent(WORKERS_SCRIPT))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    children: set[int] = set()
-    try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        children = _descendants(proc.pid)
-        if not children:
-            pytest.skip("/proc/<pid>/task/*/children is not available")
-        assert len(children) >= 4  # 2 augmentation workers, 1 export worker, the tracker
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.time() + 15
-        while time.time() < deadline and any(_alive(c) for c in children):
-            time.sleep(0.2)
-        assert not [c for c in children if _alive(c)], "workers outlived their parent"
-    finally:
-        for c in children:
-            if _alive(c):
-                os.kill(c, signal.SIGKILL)  # only the processes this test started
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
