@@ -213,26 +213,31 @@ def _check_all(runs: dict[str, Probe], names: list[str]) -> None:
 # --------------------------------------------------------------------------- the classes
 
 
+@pytest.mark.slow
 def test_unwritable_output_locations_are_refused_up_front(runs):
     _check_all(runs, ["home_is_file", "results_is_file", "predict_output_under_file",
                       "evaluate_output_under_file", "plan_into_immutable",
                       "predict_into_immutable"])
 
 
+@pytest.mark.slow
 def test_invalid_numbers_and_study_arguments_are_refused_before_any_run(runs):
     _check_all(runs, ["fold_abc", "freeze_beyond_epochs", "pretrain_epochs_0",
                       "study_labeled_0", "study_unknown_init", "study_budget_beyond_fold"])
 
 
+@pytest.mark.slow
 def test_hand_edited_plans_are_refused_when_loaded(runs):
     _check_all(runs, ["plans_patch_not_divisible", "plans_batch_0"])
 
 
+@pytest.mark.slow
 def test_malformed_checkpoints_are_refused(runs):
     _check_all(runs, ["init_empty_checkpoint", "init_without_weights",
                       "predict_non_integer_channels", "continue_empty_latest"])
 
 
+@pytest.mark.slow
 def test_names_that_would_leave_their_root_are_refused(runs):
     _check_all(runs, ["study_name_escapes", "synth_name_escapes"])
 

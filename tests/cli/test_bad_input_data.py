@@ -195,20 +195,24 @@ def _check_class(runs: dict[str, Probe], prefix: str) -> None:
 # --------------------------------------------------------------------------- the classes
 
 
+@pytest.mark.slow
 def test_truncated_images_are_refused_by_every_command(runs):
     _check_class(runs, "truncated")
 
 
+@pytest.mark.slow
 def test_implausible_spacing_is_refused_before_any_work(runs):
     _check_class(runs, "spacing")
 
 
+@pytest.mark.slow
 def test_dataset_json_problems_are_named(runs):
     _check_class(runs, "dataset.json")
     # the 65539 of a uint32 label map is not "non-integer"
     assert "non-integer" not in runs["dataset.json/label value 65539"].result.stderr
 
 
+@pytest.mark.slow
 def test_listing_problems_are_named(runs):
     _check_class(runs, "listing")
     assert "2 case(s) predicted" in runs["listing/predict ignores other endings"].result.stdout

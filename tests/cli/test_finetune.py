@@ -42,6 +42,7 @@ def cli(monkeypatch, capsys):
     return call
 
 
+@pytest.mark.slow
 def test_cli_run_with_checkpoint_init_and_label_budget(tmp_path_factory, tmp_path):
     paths, trained = trained_home(tmp_path_factory, tmp_path / "home")
     init = trained / "checkpoint_final.pt"

@@ -191,6 +191,7 @@ def bad_runs(tmp_path_factory) -> dict[str, Probe]:
     return probes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", list(BAD_INPUTS))
 def test_bad_input_fails_cleanly(bad_runs, problem):
     line = check_probe(bad_runs[problem])

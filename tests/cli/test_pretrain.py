@@ -20,6 +20,7 @@ from tests.helpers.cli import refusal_line, run_main
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.slow
 def test_cli_pretrains_and_prints_the_finetune_command(tiny, tmp_path, monkeypatch, capsys):
     from sslunet.cli.pretrain import main
 

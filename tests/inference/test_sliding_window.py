@@ -303,6 +303,7 @@ def test_mirroring_matches_naive_flips_on_single_tile(ndim, axes):
     assert not torch.allclose(result, plain, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_mirroring_over_many_tiles_equals_mirror_averaged_predictor():
     net = _conv_net(3, 1, 2, seed=12)
     image = _image((1, 11, 9, 7), seed=6)

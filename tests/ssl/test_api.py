@@ -85,6 +85,7 @@ def read_metrics(folder: Path) -> list[dict]:
 # --------------------------------------------------------------------------- pretraining
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("objective", list_objectives())
 def test_every_objective_pretrains_and_its_pretext_loss_decreases(tiny, runs, objective, config):
@@ -112,6 +113,7 @@ def test_every_objective_pretrains_and_its_pretext_loss_decreases(tiny, runs, ob
     assert (run_dir / "checkpoint_final.pt").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", list_objectives())
 def test_checkpoint_is_weights_only_and_self_describing(tiny, runs, objective):
     paths, plans = tiny
@@ -154,6 +156,7 @@ class _CapturingTrainer:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", list_objectives())
 def test_finetune_starts_from_the_pretrained_weights(tiny, runs, objective, monkeypatch):
     import sslunet.training.api as finetune_module
@@ -183,6 +186,7 @@ def test_finetune_starts_from_the_pretrained_weights(tiny, runs, objective, monk
     assert report["objective"] == objective
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_configuration_is_refused(tiny, runs):
     import sslunet.training.api as finetune_module
 
@@ -198,6 +202,7 @@ def test_checkpoint_of_another_configuration_is_refused(tiny, runs):
 # --------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 def test_resume_across_the_contrastive_stage_boundary(tiny, tmp_path, monkeypatch):
     from sslunet.training.trainer import Trainer, unwrap
 

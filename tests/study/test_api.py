@@ -66,12 +66,14 @@ def study(tmp_path_factory):
     return paths, opts, out
 
 
+@pytest.mark.slow
 def test_study_writes_all_outputs(study):
     _, _, out = study
     for name in ("study.csv", "study.md", "dice_vs_labels.png", "convergence.png"):
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_failing_runs_do_not_stop_the_others(study):
     _, _, out = study
     rows = {(r["init"], r["budget"]): r for r in csv.DictReader(open(out / "study.csv"))}
@@ -83,6 +85,7 @@ def test_failing_runs_do_not_stop_the_others(study):
     assert "Failed runs" in (out / "study.md").read_text()
 
 
+@pytest.mark.slow
 def test_csv_and_table_agree_with_run_summaries(study):
     paths, _, out = study
     rows = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
@@ -102,6 +105,7 @@ def test_csv_and_table_agree_with_run_summaries(study):
     assert "± 0.000" not in md and str(paths.results) not in md
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_work(study):
     paths, opts, out = study
     rows = [r for r in csv.DictReader(open(out / "study.csv")) if r["status"] == "ok"]
@@ -120,6 +124,7 @@ class _Killed(Exception):
     """Stands in for a kill: the trainer stops in the middle of a run."""
 
 
+@pytest.mark.slow
 def test_killed_run_is_reported_then_continued_on_rerun(tmp_path_factory, tmp_path, monkeypatch):
     from sslunet.training.trainer import Trainer
 
@@ -153,6 +158,7 @@ def test_killed_run_is_reported_then_continued_on_rerun(tmp_path_factory, tmp_pa
     assert (finished / "checkpoint_final.pt").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_studies_with_other_settings_never_reuse_each_others_runs(tmp_path_factory, tmp_path):
     paths = tiny_home(tmp_path_factory, tmp_path / "home")
     pre = {"epochs": 1, "iters_per_epoch": 1, "val_iters": 1, "batch_size": 2, "num_workers": 0}

@@ -18,6 +18,7 @@ TINY = DemoSettings(num_labeled=4, num_unlabeled=3, num_test=2, base_features=4,
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.slow
 def test_demo_produces_table_plots_and_overlay(tmp_path, capsys):
     out = run_demo(Paths.under(tmp_path), TINY, device="cpu", num_workers=0, name="tiny")
     for f in ("study.csv", "study.md", "dice_vs_labels.png", "convergence.png", "overlay.png"):

@@ -62,6 +62,7 @@ def metrics_epochs(run_dir: Path) -> list[int]:
     return [json.loads(ln)["epoch"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_resume_and_only_rank0_writes(tmp_path_factory, tmp_path):
     paths = tiny_home(tmp_path_factory, tmp_path / "home")
     proc = torchrun_finetune(tmp_path / "home", ["--epochs", "2"])
@@ -141,6 +142,7 @@ def _reference_step(batches: list[dict]) -> dict:
     return model.network.state_dict()
 
 
+@pytest.mark.slow
 def test_ddp_ranks_stay_in_sync_with_averaged_gradients(tmp_path):
     mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
