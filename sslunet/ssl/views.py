@@ -6,6 +6,8 @@
 * :class:`CorruptionTransform`: per-image corruption for restoration objectives, run in the
   background workers; the clean patch becomes the target.
 * :class:`ZipStream`: one batch dict from several streams (ReFs' unlabelled + reference).
+* :func:`patch_stream`: random patches of the plan's size, transformed in the workers (the
+  generic pipeline every objective starts from).
 
 Preprocessed cases are ``(C, Z, Y, X)`` with Z the transposed first axis, i.e. the axis with
 the coarsest spacing (the slice axis of MR stacks); partitions run along it.
@@ -14,16 +16,19 @@ the coarsest spacing (the slice axis of MR stacks); partitions run along it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 from batchgenerators.transforms.abstract_transforms import AbstractTransform
 
-from sslunet.data.loader import BatchStream
-from sslunet.data.sampling import choose_lower_bounds, read_padded
+from sslunet.data.loader import BatchStream, make_loader
+from sslunet.data.sampling import PatchDataLoader, choose_lower_bounds, read_padded
 from sslunet.errors import InputError
 from sslunet.preprocessing.storage import case_paths
+
+if TYPE_CHECKING:  # annotations only: the objectives import this module
+    from sslunet.ssl.objectives.base import PretrainSetup
 
 Corruption = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray | None]]
 
@@ -186,3 +191,27 @@ class ZipStream(BatchStream):
     def close(self) -> None:
         for stream in self.streams.values():
             stream.close()
+
+
+def patch_stream(setup: PretrainSetup, case_ids: Sequence[str], batch_size: int, seed: int,
+                 transform: AbstractTransform, num_workers: int, pin: bool,
+                 folder: Path | None = None, need_seg: bool = False,
+                 oversample: float = 0.0) -> BatchStream:
+    """Random patches of the plan's size from ``case_ids``, transformed in the workers.
+
+    Args:
+        setup: the pretraining setup (configuration, folder).
+        case_ids: cases to sample from (uniformly, with replacement).
+        batch_size: patches per batch.
+        seed: sampler and transform seed.
+        transform: batchgenerators transform producing the objective's batch.
+        num_workers: background processes (0: in the calling process).
+        pin: pin memory (CUDA only).
+        folder: another preprocessed folder (a reference dataset); default ``setup.folder``.
+        need_seg: read label maps too.
+        oversample: share of each batch centred on foreground (needs labels).
+    """
+    cfg = setup.config
+    loader = PatchDataLoader(folder or setup.folder, list(case_ids), tuple(cfg.patch_size),
+                             batch_size, cfg.ndim, oversample, seed, need_seg)
+    return make_loader(loader, transform, num_workers, pin, seed)

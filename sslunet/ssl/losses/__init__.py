@@ -2,13 +2,7 @@
 
 from sslunet.ssl.losses.global_contrastive import GlobalDomainContrastiveLoss, pair_masks
 from sslunet.ssl.losses.gradient_matching import encoder_gradients, gradient_matching_loss
-from sslunet.ssl.losses.local_contrastive import (
-    LocalContrastiveLoss,
-    extract_regions,
-    local_pair_masks,
-    nearest_region_table,
-    region_corners,
-)
+from sslunet.ssl.losses.local_contrastive import LocalContrastiveLoss, local_pair_masks
 from sslunet.ssl.losses.ntxent import NTXentLoss
 from sslunet.ssl.losses.reconstruction import MaskedMSELoss, ReconstructionLoss
 
@@ -19,10 +13,7 @@ __all__ = [
     "NTXentLoss",
     "ReconstructionLoss",
     "encoder_gradients",
-    "extract_regions",
     "gradient_matching_loss",
     "local_pair_masks",
-    "nearest_region_table",
     "pair_masks",
-    "region_corners",
 ]

@@ -17,8 +17,8 @@ from batchgenerators.transforms.spatial_transforms import MirrorTransform
 from batchgenerators.transforms.utility_transforms import NumpyToTensor
 
 from sslunet.data.loader import BatchStream
-from sslunet.ssl.objectives.base import PretrainObjective, patch_stream
-from sslunet.ssl.views import Corruption, CorruptionTransform
+from sslunet.ssl.objectives.base import PretrainObjective
+from sslunet.ssl.views import Corruption, CorruptionTransform, patch_stream
 
 
 class RestorationObjective(PretrainObjective):

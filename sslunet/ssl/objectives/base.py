@@ -18,15 +18,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import torch
-import torch.nn.functional as F
-from batchgenerators.transforms.abstract_transforms import AbstractTransform
 from torch import nn
 
-from sslunet.data.loader import BatchStream, make_loader
-from sslunet.data.sampling import PatchDataLoader
+from sslunet.data.loader import BatchStream
 from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.ssl.objectives.options import parse_options
@@ -82,77 +79,9 @@ class NoOptions:
     objectives.options.option`, which describes it for the command line)."""
 
 
-def seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:
-    """Build a head with PyTorch's default init drawn from ``seed``, not the global stream.
-
-    The global RNG state is restored afterwards, so building a head neither depends on nor
-    disturbs the caller's randomness.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory()
-
-
-POOL_GRID = 4  # cells per axis of the pooled bottleneck
-
-
-def pooled_grid(spatial: Sequence[int], cells: int = POOL_GRID) -> tuple[int, ...]:
-    """Grid the bottleneck is pooled to: at most ``cells`` per axis."""
-    return tuple(min(int(s), cells) for s in spatial)
-
-
-def grid_pool(features: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """Average-pool to a coarse grid and flatten: ``(B, C, *S) -> (B, C * prod(grid))``.
-
-    Why not a global average: the U-Net's stages end with instance normalisation, which sets
-    every channel's spatial mean to the same value before the nonlinearity, so a global
-    average of the bottleneck hardly depends on the image (contrastive losses then stay at
-    chance). Chaitanya et al. flatten the whole bottleneck; a small grid keeps its layout with
-    a head whose size does not grow with the patch.
-    """
-    pool = F.adaptive_avg_pool2d if features.ndim == 4 else F.adaptive_avg_pool3d
-    return pool(features, tuple(grid)).flatten(1)  # (B, C, *grid) -> (B, C * prod(grid))
-
-
 def full_precision(t: torch.Tensor):
     """Context without autocast: contrastive logits divided by a small temperature need fp32."""
     return torch.autocast(t.device.type, enabled=False)
-
-
-class ProjectionHead(nn.Sequential):
-    """SimCLR / Chaitanya et al.'s g1: ``Linear(C, hidden) -> ReLU -> Linear(hidden, out)``.
-
-    Without biases, as in Chaitanya et al.'s code (Dense 1024 ReLU, Dense 128). Input
-    ``(N, C)``, output ``(N, out)``.
-    """
-
-    def __init__(self, in_features: int, hidden: int, out: int):
-        super().__init__(nn.Linear(in_features, hidden, bias=False), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out, bias=False))
-
-
-def patch_stream(setup: PretrainSetup, case_ids: Sequence[str], batch_size: int, seed: int,
-                 transform: AbstractTransform, num_workers: int, pin: bool,
-                 folder: Path | None = None, need_seg: bool = False,
-                 oversample: float = 0.0) -> BatchStream:
-    """Random patches of the plan's size from ``case_ids``, transformed in the workers.
-
-    Args:
-        setup: the pretraining setup (configuration, folder).
-        case_ids: cases to sample from (uniformly, with replacement).
-        batch_size: patches per batch.
-        seed: sampler and transform seed.
-        transform: batchgenerators transform producing the objective's batch.
-        num_workers: background processes (0: in the calling process).
-        pin: pin memory (CUDA only).
-        folder: another preprocessed folder (a reference dataset); default ``setup.folder``.
-        need_seg: read label maps too.
-        oversample: share of each batch centred on foreground (needs labels).
-    """
-    cfg = setup.config
-    loader = PatchDataLoader(folder or setup.folder, list(case_ids), tuple(cfg.patch_size),
-                             batch_size, cfg.ndim, oversample, seed, need_seg)
-    return make_loader(loader, transform, num_workers, pin, seed)
 
 
 class PretrainObjective(nn.Module):

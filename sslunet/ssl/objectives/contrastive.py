@@ -44,27 +44,17 @@ import torch
 from torch import nn
 
 from sslunet.data.loader import BatchStream, make_loader
-from sslunet.ssl.losses import (
-    GlobalDomainContrastiveLoss,
-    LocalContrastiveLoss,
-    extract_regions,
-    nearest_region_table,
-    region_corners,
-)
-from sslunet.ssl.objectives.base import (
-    PretrainObjective,
-    Stage,
-    full_precision,
-    patch_stream,
-    seeded,
-)
+from sslunet.ssl.heads import seeded
+from sslunet.ssl.losses import GlobalDomainContrastiveLoss, LocalContrastiveLoss
+from sslunet.ssl.objectives.base import PretrainObjective, Stage, full_precision
 from sslunet.ssl.objectives.options import OptionError, option, require
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.objectives.simclr import (
     CONTRASTIVE_TRAINING, TwoViewContrastiveOptions, global_head, pooled_embedding,
 )
 from sslunet.ssl.two_views import contrastive_view_transforms, unmirror
-from sslunet.ssl.views import PartitionBatchLoader
+from sslunet.ssl.regions import extract_regions, nearest_region_table, region_corners
+from sslunet.ssl.views import PartitionBatchLoader, patch_stream
 from sslunet.utils.argtypes import float_range, nonnegative_int, positive_int
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}

@@ -46,14 +46,14 @@ from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.preprocessing.storage import case_paths, list_cases, load_plans, preprocessed_dir
 from sslunet.ssl.losses import NTXentLoss, encoder_gradients, gradient_matching_loss
-from sslunet.ssl.objectives.base import PretrainObjective, full_precision, patch_stream
+from sslunet.ssl.objectives.base import PretrainObjective, full_precision
 from sslunet.ssl.objectives.options import OptionError, option, parse_options, require
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.objectives.simclr import (
     CONTRASTIVE_TRAINING, TwoViewContrastiveOptions, global_head, two_view_embeddings,
 )
 from sslunet.ssl.two_views import contrastive_view_transforms
-from sslunet.ssl.views import ZipStream
+from sslunet.ssl.views import ZipStream, patch_stream
 from sslunet.training.losses import DiceCELoss
 from sslunet.training.pretrained import ARCH_FIELDS
 from sslunet.utils.argtypes import nonnegative_float, positive_int

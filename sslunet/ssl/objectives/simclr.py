@@ -32,18 +32,12 @@ from torch import nn
 
 from sslunet.data.loader import BatchStream
 from sslunet.ssl.losses import NTXentLoss
-from sslunet.ssl.objectives.base import (
-    PretrainObjective,
-    ProjectionHead,
-    full_precision,
-    grid_pool,
-    patch_stream,
-    pooled_grid,
-    seeded,
-)
+from sslunet.ssl.heads import ProjectionHead, grid_pool, pooled_grid, seeded
+from sslunet.ssl.objectives.base import PretrainObjective, full_precision
 from sslunet.ssl.objectives.options import check_choices, option, require
 from sslunet.ssl.objectives.registry import register_objective
 from sslunet.ssl.two_views import contrastive_view_transforms
+from sslunet.ssl.views import patch_stream
 from sslunet.utils.argtypes import float_range, positive_float, positive_int
 
 CONTRASTIVE_TRAINING = {"optimizer": "adamw", "lr": 1e-3, "epochs": 40}

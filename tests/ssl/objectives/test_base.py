@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from sslunet.ssl.objectives import get_objective, list_objectives
-from sslunet.ssl.objectives.base import grid_pool
 from tests.helpers.pretraining import CONFIGS, first_batch, make_setup
 
 
@@ -39,15 +38,3 @@ def test_one_step_trains_exactly_the_declared_modules(tiny, objective, config):
     assert "encoder." in prefixes and not any("seg_layers" in p for p in prefixes)
     trained = tuple(m + "." for m in obj.trained_modules())
     assert all(("network." + p).startswith(trained) for p in prefixes)  # only trained parts
-
-
-def test_grid_pool_keeps_the_layout_that_instance_norm_hides():
-    x = torch.randn(3, 5, 8, 8)
-    normed = torch.nn.functional.instance_norm(x)
-    pooled = grid_pool(normed, (2, 2))
-    assert pooled.shape == (3, 20)
-    # the global mean of an instance-normalised map is 0 for every image: no information
-    assert torch.allclose(normed.mean(dim=(2, 3)), torch.zeros(3, 5), atol=1e-5)
-    assert pooled.std(dim=0).mean() > 0.1  # the grid cells still differ between images
-    ref = normed.reshape(3, 5, 2, 4, 2, 4).mean(dim=(3, 5)).flatten(1)  # naive 2x2 pooling
-    assert torch.allclose(pooled, ref, atol=1e-6)
