@@ -32,7 +32,7 @@ from sslunet.runs.layout import (
     pretrain_dir,
 )
 from sslunet.ssl.objectives import PretrainObjective, PretrainSetup, Stage, get_objective
-from sslunet.training.config import TrainingConfig
+from sslunet.training.config import TrainingConfig, TrainingOverrides, options_record
 from sslunet.training.distributed import DistContext, barrier, init_distributed
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json
@@ -57,7 +57,7 @@ class PretrainOptions:
         device: ``auto``, ``cuda`` or ``cpu``.
         continue_training: resume an interrupted run.
         objective_options: the objective's options that were given (``{field: value}``).
-        overrides: TrainingConfig fields from the CLI.
+        overrides: TrainingConfig fields to change (a ``{field: value}`` dict is converted).
     """
 
     dataset: str
@@ -69,7 +69,10 @@ class PretrainOptions:
     device: str = "auto"
     continue_training: bool = False
     objective_options: dict = field(default_factory=dict)
-    overrides: dict = field(default_factory=dict)
+    overrides: TrainingOverrides = field(default_factory=TrainingOverrides)
+
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", TrainingOverrides.of(self.overrides))
 
 
 def pretrain_images(folder: Path, include_test: bool) -> list[str]:
@@ -108,7 +111,7 @@ def split_holdout(case_ids: list[str], fraction: float, seed: int) -> tuple[list
 def training_config(objective_cls: type, opts: PretrainOptions) -> TrainingConfig:
     """Pretraining defaults, then the objective's, then the CLI's overrides."""
     base = TrainingConfig(**{**PRETRAIN_DEFAULTS, **objective_cls.default_training})
-    return base.replace(seed=opts.seed, **opts.overrides)
+    return opts.overrides.apply(base.replace(seed=opts.seed))
 
 
 def stage_epochs(total: int, stages: tuple[Stage, ...]) -> list[int]:
@@ -193,7 +196,7 @@ def _run_stage(objective: PretrainObjective, stage: Stage, cfg: TrainingConfig, 
 
 def _write_config(run: _Run, opts, objective, cfg, stages, epochs) -> None:
     write_json(run.run_dir / PRETRAIN_CONFIG, {
-        "options": dataclasses.asdict(opts),
+        "options": options_record(opts),
         "objective": {"name": objective.name, "hyperparameters": objective.hyperparameters()},
         "training": dataclasses.asdict(cfg), "batch_size": run.batch,
         "stages": [{"name": s.name, "folder": s.folder, "epochs": e}

@@ -39,6 +39,7 @@ from sslunet.ssl import api as ssl_api  # the module: tests replace ssl_api.pret
 from sslunet.ssl.objectives import get_objective, list_objectives
 from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
 from sslunet.training.api import FinetuneOptions, finetune, training_config
+from sslunet.training.config import TrainingOverrides, options_record
 from sslunet.training.pretrained import check_compatible
 from sslunet.utils.atomic import read_json, write_json
 
@@ -53,11 +54,15 @@ class StudyOptions:
     seeds: tuple[int, ...] = (0,)
     name: str | None = None
     device: str = "auto"
-    finetune_overrides: dict = field(default_factory=dict)
-    pretrain_overrides: dict = field(default_factory=dict)
+    finetune_overrides: TrainingOverrides = field(default_factory=TrainingOverrides)
+    pretrain_overrides: TrainingOverrides = field(default_factory=TrainingOverrides)
     evaluate_test: bool = True
     convergence_budget: str | None = None  # default: the smallest budget
     tta: bool = True  # mirroring test-time augmentation when scoring validation/test cases
+
+    def __post_init__(self):
+        for name in ("finetune_overrides", "pretrain_overrides"):
+            object.__setattr__(self, name, TrainingOverrides.of(getattr(self, name)))
 
     @property
     def study_name(self) -> str:
@@ -94,12 +99,12 @@ def ensure_pretrained(paths: Paths, opts: StudyOptions, objective: str) -> str:
         ssl_api.pretrain(paths, ssl_api.PretrainOptions(
             dataset=opts.dataset, objective=objective, configuration=opts.configuration,
             device=opts.device, continue_training=True,
-            overrides=dict(opts.pretrain_overrides)))
+            overrides=opts.pretrain_overrides))
     cfg = _pretrain_config(out)
     t = cfg.get("training", {})
     note = ""
     if reused:
-        diffs = settings_mismatch(t, opts.pretrain_overrides)
+        diffs = settings_mismatch(t, opts.pretrain_overrides.set_fields())
         note = (f" (finished earlier with other settings: {', '.join(diffs)})" if diffs
                 else " (finished earlier, reused)")
         _log(f"pretraining {objective}: reused {out}{note}" + (
@@ -141,11 +146,13 @@ PRETRAINED_ONLY = ("freeze_encoder_epochs", "pretrained_lr_scale")
 STUDY_SCHEDULE = {"optimizer": "adamw", "lr": 3e-3, "warmup_epochs": 0}
 
 
-def init_overrides(opts: StudyOptions, init: str) -> dict:
+def init_overrides(opts: StudyOptions, init: str) -> TrainingOverrides:
     """The fine-tuning overrides that apply to ``init``: the study's schedule, then the user's
     flags; recipe parts for pretrained weights never apply to random init."""
-    merged = {**STUDY_SCHEDULE, **opts.finetune_overrides}
-    return {k: v for k, v in merged.items() if init != "random" or k not in PRETRAINED_ONLY}
+    merged = TrainingOverrides.of({**STUDY_SCHEDULE, **opts.finetune_overrides.set_fields()})
+    if init == "random":
+        merged = dataclasses.replace(merged, **{k: None for k in PRETRAINED_ONLY})
+    return merged
 
 
 def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold: str,
@@ -154,7 +161,7 @@ def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold
     recorded = fold_dir(model_dir, fold) / RUN_CONFIG
     overrides = init_overrides(opts, init)
     if recorded.exists():
-        diffs = settings_mismatch(read_json(recorded)["training"], overrides)
+        diffs = settings_mismatch(read_json(recorded)["training"], overrides.set_fields())
         if diffs:
             raise InputError(f"this study's run was trained with other settings "
                              f"({', '.join(diffs)}); use another --name, or delete the "
@@ -175,7 +182,7 @@ def run_study(paths: Paths, opts: StudyOptions,
     pre = preprocessed_dir(paths, opts.dataset)
     out = study_dir(paths, opts)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "study_options.json", dataclasses.asdict(opts))
+    write_json(out / "study_options.json", options_record(opts))
     failed_pretraining: dict[str, str] = {}
     pretrainings: list[str] = []
     for init in opts.inits:
@@ -256,7 +263,7 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
                 pretrain_dir(paths, opts.dataset, init, opts.configuration)).exists():
             cls = get_objective(init)
             cfg = ssl_api.training_config(cls, ssl_api.PretrainOptions(
-                opts.dataset, init, opts.configuration, overrides=dict(opts.pretrain_overrides)))
+                opts.dataset, init, opts.configuration, overrides=opts.pretrain_overrides))
             batch = cfg.batch_size or config.batch_size
             if batch < cls.min_batch_size:
                 raise InputError(f"objective '{init}' needs --pretrain-batch-size >= "

@@ -34,7 +34,9 @@ from sslunet.runs.layout import (
     fold_dir,
     resolve_init,
 )
-from sslunet.training.config import TrainingConfig, finetune_defaults, scaled_warmup
+from sslunet.training.config import (
+    TrainingConfig, TrainingOverrides, finetune_defaults, options_record, scaled_warmup,
+)
 from sslunet.training.distributed import DistContext, barrier, init_distributed
 from sslunet.training.param_groups import finetune_groups
 from sslunet.training.pretrained import load_pretrained
@@ -56,15 +58,20 @@ class FinetuneOptions:
     continue_training: bool = False
     validate: bool = True  # full sliding-window validation in original geometry at the end
     tta: bool = True  # mirroring test-time augmentation in that validation
-    overrides: dict = field(default_factory=dict)  # TrainingConfig fields from the CLI
+    # TrainingConfig fields to change (a {field: value} dict is converted; unknown fields and
+    # out-of-range values are refused here, at construction)
+    overrides: TrainingOverrides = field(default_factory=TrainingOverrides)
     # the model folder (holding fold_K/); default results/<dataset>/finetune/<init>__<config>__
     # <N|all>[__seedS]. Studies keep their runs in their own folder through this.
     model_dir: str | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "overrides", TrainingOverrides.of(self.overrides))
+
 
 def training_config(opts: FinetuneOptions, pretrained: bool) -> TrainingConfig:
-    cfg = finetune_defaults(pretrained).replace(seed=opts.seed, **opts.overrides)
-    if "warmup_epochs" not in opts.overrides:
+    cfg = opts.overrides.apply(finetune_defaults(pretrained).replace(seed=opts.seed))
+    if opts.overrides.warmup_epochs is None:
         cfg = scaled_warmup(cfg)
     return cfg
 
@@ -124,7 +131,7 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
         write_json(model_dir / DATASET_FILE, read_json(pre / "dataset.json"))
         write_json(run_dir / LABELED_CASES, {"num_labeled": len(labeled), "seed": opts.seed,
                                              "cases": labeled, "validation": val_ids})
-        write_json(run_dir / RUN_CONFIG, {"options": dataclasses.asdict(opts),
+        write_json(run_dir / RUN_CONFIG, {"options": options_record(opts),
                                           "training": dataclasses.asdict(cfg)})
         if report is not None:
             write_json(run_dir / LOADED_WEIGHTS, report)

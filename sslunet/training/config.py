@@ -40,7 +40,7 @@ class TrainingConfig:
     pretrained_lr_scale: float = 1.0
 
     def replace(self, **changes) -> "TrainingConfig":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return dataclasses.replace(self, **changes)
 
     def __post_init__(self):
         """Every field in its range (a :class:`SettingError` naming the CLI flag), so a bad
@@ -70,6 +70,53 @@ class TrainingConfig:
              f"in [0, epochs = {self.epochs}]")
         need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs = {self.epochs}]")
         need(self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'")
+
+
+class _OverridesMethods:
+    """Behaviour of :data:`TrainingOverrides` (its fields are generated from TrainingConfig)."""
+
+    def __post_init__(self):
+        self.apply(TrainingConfig())  # a value out of range is a SettingError here, at once
+
+    def set_fields(self) -> dict:
+        """``{field: value}`` of the overrides that are set (as run records store them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+    def apply(self, cfg: TrainingConfig) -> TrainingConfig:
+        return cfg.replace(**self.set_fields())
+
+    @classmethod
+    def of(cls, value: "TrainingOverrides | dict | None") -> "TrainingOverrides":
+        """From a ``{field: value}`` mapping (an unknown field is a :class:`SettingError`)."""
+        if isinstance(value, cls):
+            return value
+        unknown = sorted(set(value or {}) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise SettingError(f"unknown training setting(s) {', '.join(unknown)} (known: "
+                               f"{', '.join(f.name for f in dataclasses.fields(cls))})")
+        return cls(**(value or {}))
+
+
+# Every TrainingConfig field, optional (None: keep the default of whoever applies them:
+# fine-tuning, pretraining, an objective, a study). Generated from TrainingConfig so the two
+# can never disagree; ``TrainingOverrides(lr=3e-3).apply(cfg)``.
+TrainingOverrides = dataclasses.make_dataclass(
+    "TrainingOverrides",
+    [(f.name, f"{f.type} | None", dataclasses.field(default=None))
+     for f in dataclasses.fields(TrainingConfig)],
+    bases=(_OverridesMethods,), frozen=True, namespace={"__module__": __name__})
+
+
+def options_record(opts) -> dict:
+    """``dataclasses.asdict(opts)`` with each :data:`TrainingOverrides` field reduced to the
+    settings given: what run records (``run_config.json``, ...) store."""
+    out = dataclasses.asdict(opts)
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        if isinstance(value, TrainingOverrides):
+            out[f.name] = value.set_fields()
+    return out
 
 
 def _is_int(v) -> bool:

@@ -46,10 +46,10 @@ def test_cli_passes_schedules_through_to_finetuning_and_pretraining(
     o = seen["opts"]
     assert (o.inits, o.budgets, o.folds, o.seeds) == (("random", "mae"), ("1", "all"),
                                                       ("0", "1"), (3,))
-    assert o.finetune_overrides == {"epochs": 7, "iters_per_epoch": 5, "val_iters": 2,
+    assert o.finetune_overrides.set_fields() == {"epochs": 7, "iters_per_epoch": 5, "val_iters": 2,
                                     "optimizer": "adamw", "lr": 0.003, "warmup_epochs": 0,
                                     "num_workers": 1}
-    assert o.pretrain_overrides == {"epochs": 4, "batch_size": 6, "num_workers": 1}
+    assert o.pretrain_overrides.set_fields() == {"epochs": 4, "batch_size": 6, "num_workers": 1}
     assert not o.tta and not o.evaluate_test and o.device == "cpu"
 
 
