@@ -26,6 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from sslunet.dataset.phantom_geometry import (
+    Blob, Grid, random_blob, rotation, segment_distance, smooth_fields, smooth_min,
+)
+
 if TYPE_CHECKING:  # annotations only: synthetic.py imports this module, not the reverse
     from sslunet.dataset.synthetic import SynthConfig
 
@@ -56,103 +60,6 @@ class SynthCase:
     direction: tuple[float, ...]  # 9 values, row-major
 
 
-# ---------------------------------------------------------------------------------- geometry
-@dataclass(frozen=True)
-class _Grid:
-    """Voxel-centre coordinates in mm along each axis (float32, 1-D) and the exact spacing."""
-
-    x: np.ndarray
-    y: np.ndarray
-    z: np.ndarray
-    spacing: tuple[float, float, float]  # (x, y, z)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return len(self.z), len(self.y), len(self.x)
-
-    def box(self, lo, hi):
-        """Slices of the (z, y, x) grid inside the mm box [lo, hi] (x, y, z order), and its
-        coordinates shaped (1, 1, w), (1, h, 1), (d, 1, 1) for broadcasting."""
-        sl = tuple(slice(int(np.searchsorted(c, lo[i])), int(np.searchsorted(c, hi[i], "right")))
-                   for i, c in ((2, self.z), (1, self.y), (0, self.x)))
-        return (sl, self.x[sl[2]][None, None, :], self.y[sl[1]][None, :, None],
-                self.z[sl[0]][:, None, None])
-
-
-@dataclass(frozen=True)
-class _Blob:
-    """A deformed ellipsoid: level < 0 inside.
-
-    In unit coordinates u = R^T (p - c) / semi the level is ``|u| - 1 - sum_k a_k cos(w_k.u +
-    phi_k)`` (low-frequency wobble), after an optional bend (u0 += bend * u2^2, kidney and
-    spleen concavity) and taper (u0, u1 scaled by 1 / (1 + taper * u2): broad liver dome).
-    """
-
-    center: np.ndarray  # (3,) mm
-    semi: np.ndarray  # (3,) mm
-    rot: np.ndarray  # (3, 3), columns are the local axes in world coordinates
-    waves: np.ndarray  # (K, 3)
-    amps: np.ndarray  # (K,)
-    phases: np.ndarray  # (K,)
-    bend: float = 0.0
-    taper: float = 0.0
-
-    def bounds(self):
-        r = self.semi.max() * (1.1 + self.amps.sum() + abs(self.bend)) / (1 - abs(self.taper))
-        return self.center - r, self.center + r
-
-    def level(self, x, y, z):
-        # python floats keep the float32 grid in float32 (numpy scalars would promote it)
-        c, semi, rot = self.center.tolist(), self.semi.tolist(), self.rot.tolist()
-        d = (x - c[0], y - c[1], z - c[2])
-        u = [sum(rot[j][i] / semi[i] * d[j] for j in range(3) if rot[j][i] != 0) for i in range(3)]
-        u[0] = u[0] + self.bend * u[2] ** 2
-        if self.taper:
-            scale = np.maximum(1 + self.taper * u[2], 0.3)
-            u[0], u[1] = u[0] / scale, u[1] / scale
-        lev = np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2) - 1
-        for w, a, p in zip(self.waves.tolist(), self.amps.tolist(), self.phases.tolist()):
-            lev = lev - a * np.cos(w[0] * u[0] + w[1] * u[1] + w[2] * u[2] + p)
-        return lev
-
-
-def _rot(z_deg: float = 0.0, y_deg: float = 0.0, x_deg: float = 0.0) -> np.ndarray:
-    """Rotation Rz @ Ry @ Rx (degrees)."""
-    cz, sz, cy, sy, cx, sx = (f(np.radians(a)) for a in (z_deg, y_deg, x_deg)
-                              for f in (np.cos, np.sin))
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    return np.round(rz @ ry @ rx, 12)
-
-
-def _blob(rng, center, semi, rot=None, wobble=0.07, **kw) -> _Blob:
-    dirs = rng.normal(size=(3, 3))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    waves = dirs * rng.uniform(1.5, 3.0, (3, 1))
-    return _Blob(np.asarray(center, float), np.asarray(semi, float),
-                 np.eye(3) if rot is None else rot, waves, wobble * rng.uniform(0.4, 1.0, 3),
-                 rng.uniform(0, 2 * np.pi, 3), **kw)
-
-
-def _smooth_fields(rng, grid: _Grid, corr_mm: float, n: int) -> np.ndarray:
-    """``n`` smooth unit-variance random fields, shape (n, z, y, x), correlation ~corr_mm.
-
-    White noise on nodes ``corr_mm`` apart, interpolated with separable Gaussian kernels;
-    the kernel rows are normalised so every voxel has variance exactly 1. ``einsum`` without
-    BLAS keeps the result bit-identical whatever the thread count.
-    """
-    weights = []
-    for c in (grid.z, grid.y, grid.x):
-        nodes = np.arange(c[0] - corr_mm, c[-1] + 2 * corr_mm, corr_mm)
-        w = np.exp(-0.5 * ((c[:, None] - nodes[None, :]) / (0.7 * corr_mm)) ** 2)
-        weights.append((w / np.sqrt((w ** 2).sum(1, keepdims=True))).astype(np.float32))
-    coarse = rng.standard_normal((n,) + tuple(w.shape[1] for w in weights), dtype=np.float32)
-    f = np.einsum("nabc,xc->nabx", coarse, weights[2])  # (n, Cz, Cy, nx)
-    f = np.einsum("nabx,yb->nayx", f, weights[1])  # (n, Cz, ny, nx)
-    return np.einsum("nayx,za->nzyx", f, weights[0])  # (n, nz, ny, nx)
-
-
 def _paint(tissue, value, mask, allowed=None, sl=(slice(None),) * 3) -> None:
     """Set ``tissue[sl]`` to ``value`` where ``mask`` (broadcastable) and ``allowed[sl]``."""
     where = mask if allowed is None else mask & allowed[sl]
@@ -160,7 +67,7 @@ def _paint(tissue, value, mask, allowed=None, sl=(slice(None),) * 3) -> None:
 
 
 # ---------------------------------------------------------------------------------- anatomy
-def _sample_grid(rng, cfg: SynthConfig) -> tuple[_Grid, float, float]:
+def _sample_grid(rng, cfg: SynthConfig) -> tuple[Grid, float, float]:
     """Spacing, size, field of view and body placement; returns (grid, body semi-axes a, b)."""
     sxy, sz = rng.uniform(*cfg.inplane_spacing_mm), rng.uniform(*cfg.slice_spacing_mm)
     a = rng.uniform(135, 180)
@@ -174,12 +81,12 @@ def _sample_grid(rng, cfg: SynthConfig) -> tuple[_Grid, float, float]:
     cy = (ny - 1) * sxy / 2 + rng.uniform(-0.06, 0.06) * ny * sxy
     top = rng.uniform(-10, 25)  # image top above the liver dome (negative: dome cut off)
     f32 = np.float32
-    grid = _Grid((np.arange(nx) * sxy - cx).astype(f32), (np.arange(ny) * sxy - cy).astype(f32),
+    grid = Grid((np.arange(nx) * sxy - cx).astype(f32), (np.arange(ny) * sxy - cy).astype(f32),
                  (np.arange(nz) * sz - (nz - 1) * sz + top).astype(f32), (sxy, sxy, sz))
     return grid, a, b
 
 
-def _paint_body(rng, grid: _Grid, tissue, a: float, b: float):
+def _paint_body(rng, grid: Grid, tissue, a: float, b: float):
     """Body outline, subcutaneous fat, abdominal wall, lungs and heart above the diaphragm,
     bowel and visceral fat below it. Returns boolean masks (under_fat, inner, abdomen)."""
     x, y = grid.x[None, :] / a, grid.y[:, None] / b  # (1, nx), (ny, 1)
@@ -208,14 +115,14 @@ def _paint_body(rng, grid: _Grid, tissue, a: float, b: float):
     dome_l = -rng.uniform(5, 20) - ((xx - 0.4 * a) ** 2 + (yy - 0.1 * b) ** 2) / (2 * rho)
     above = z[:, None, None] > np.maximum(dome_r, dome_l)  # (nz, ny, nx)
     _paint(tissue, Tissue.LUNG, inner & above)
-    heart = _blob(rng, (rng.uniform(0, 30), -0.3 * b, rng.uniform(35, 60)),
+    heart = random_blob(rng, (rng.uniform(0, 30), -0.3 * b, rng.uniform(35, 60)),
                   (rng.uniform(55, 70), rng.uniform(40, 0.45 * b + 10), rng.uniform(50, 60)))
     sl, *xyz = grid.box(*heart.bounds())
     _paint(tissue, Tissue.HEART, heart.level(*xyz) < 0, inner & above, sl)
     abdomen = inner & ~above
     # bowel loops: walls along the zero set of one field, lumen fluid or chyme by a second,
     # mesenteric fat where a third is high
-    f = _smooth_fields(rng, grid, 15.0, 3)
+    f = smooth_fields(rng, grid, 15.0, 3)
     thr = NormalDist().inv_cdf(1 - rng.uniform(0.25, 0.55))  # visceral fat fraction
     lumen = np.where(f[1] > 0.6, Tissue.FLUID, Tissue.BOWEL_CONTENT)
     bowel = np.where(np.abs(f[0]) < 0.3, Tissue.BOWEL_WALL, lumen)
@@ -224,42 +131,26 @@ def _paint_body(rng, grid: _Grid, tissue, a: float, b: float):
     return under_fat, inner, abdomen
 
 
-def _smin(d1, d2, k: float):
-    """Polynomial smooth minimum (Quilez's ``smin``): joins two lobes without a crease."""
-    h = np.clip(0.5 + 0.5 * (d2 - d1) / k, 0, 1)
-    return d2 + (d1 - d2) * h - k * h * (1 - h)
-
-
-def _segment_distance(x, y, z, p0, p1):
-    """Distance (mm) from grid points to the segment p0-p1."""
-    d = (np.asarray(p1, float) - p0).tolist()
-    p0 = np.asarray(p0, float).tolist()
-    along = (x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]
-    t = np.clip(along / (d[0] ** 2 + d[1] ** 2 + d[2] ** 2), 0, 1)
-    return np.sqrt((x - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2
-                   + (z - p0[2] - t * d[2]) ** 2)
-
-
-def _paint_liver(rng, grid: _Grid, tissue, abdomen, a, b, ivc) -> _Blob:
+def _paint_liver(rng, grid: Grid, tissue, abdomen, a, b, ivc) -> Blob:
     """Right lobe (tapered deformed ellipsoid) smoothly joined to a flat left lobe crossing
     the midline anteriorly; dark hepatic veins draining into the IVC; 0-2 bright cysts."""
     c = rng.uniform(60, 75)  # craniocaudal semi-axis
-    right = _blob(rng, (-0.42 * a + rng.uniform(-8, 8), -0.05 * b + rng.uniform(-8, 8), -0.8 * c),
+    right = random_blob(rng, (-0.42 * a + rng.uniform(-8, 8), -0.05 * b + rng.uniform(-8, 8), -0.8 * c),
                   (rng.uniform(65, 85), min(rng.uniform(65, 85), 0.75 * b), c),
-                  _rot(rng.uniform(-10, 10)), taper=rng.uniform(0.15, 0.35))
-    left = _blob(rng, (rng.uniform(-10, 15), -0.42 * b, -0.55 * c),
+                  rotation(rng.uniform(-10, 10)), taper=rng.uniform(0.15, 0.35))
+    left = random_blob(rng, (rng.uniform(-10, 15), -0.42 * b, -0.55 * c),
                  (rng.uniform(40, 55), rng.uniform(0.2, 0.28) * b, 0.5 * c),
-                 _rot(rng.uniform(-15, 15)), taper=rng.uniform(0.0, 0.3))
+                 rotation(rng.uniform(-15, 15)), taper=rng.uniform(0.0, 0.3))
     (lo1, hi1), (lo2, hi2) = right.bounds(), left.bounds()
     sl, x, y, z = grid.box(np.minimum(lo1, lo2), np.maximum(hi1, hi2))
-    level = _smin(right.level(x, y, z), left.level(x, y, z), 0.3)
+    level = smooth_min(right.level(x, y, z), left.level(x, y, z), 0.3)
     _paint(tissue, Tissue.LIVER, level < 0, abdomen, sl)
     in_liver = tissue[sl] == Tissue.LIVER
     p0 = np.array([ivc[0], ivc[1], -rng.uniform(10, 25)])
     for direction in ((-1, -0.3, -0.25), (-0.3, -1, -0.3), (0.6, -1, -0.2)):
         d = np.asarray(direction) + rng.uniform(-0.2, 0.2, 3)
         p1 = p0 + d / np.linalg.norm(d) * rng.uniform(60, 100)
-        _paint(tissue[sl], Tissue.LIVER_VESSEL, _segment_distance(x, y, z, p0, p1)
+        _paint(tissue[sl], Tissue.LIVER_VESSEL, segment_distance(x, y, z, p0, p1)
                < rng.uniform(2, 3.5), in_liver)
     for _ in range(int(rng.integers(0, 3))):
         centre = (right.center + rng.uniform(-0.5, 0.5, 3) * right.semi).tolist()
@@ -268,13 +159,13 @@ def _paint_liver(rng, grid: _Grid, tissue, abdomen, a, b, ivc) -> _Blob:
     return right
 
 
-def _paint_organs(rng, grid: _Grid, tissue, abdomen, a, b, yv, ivc) -> None:
+def _paint_organs(rng, grid: Grid, tissue, abdomen, a, b, yv, ivc) -> None:
     """Stomach, kidneys and spleen, then the liver over them, then the gallbladder."""
     c = -rng.uniform(25, 50)  # height of the stomach / spleen centre
     if rng.random() < 0.9:
-        stomach = _blob(rng, (0.35 * a + rng.uniform(-10, 10), -0.25 * b + rng.uniform(-10, 10),
+        stomach = random_blob(rng, (0.35 * a + rng.uniform(-10, 10), -0.25 * b + rng.uniform(-10, 10),
                               c),
-                        rng.uniform((40, 28, 45), (55, 40, 60)), _rot(rng.uniform(-30, 30)))
+                        rng.uniform((40, 28, 45), (55, 40, 60)), rotation(rng.uniform(-30, 30)))
         sl, *xyz = grid.box(*stomach.bounds())
         lev = stomach.level(*xyz)
         _paint(tissue, Tissue.STOMACH_WALL, lev < 0, abdomen, sl)
@@ -282,10 +173,10 @@ def _paint_organs(rng, grid: _Grid, tissue, abdomen, a, b, yv, ivc) -> None:
     z_kidney = -rng.uniform(100, 130)
     for m in (-1, 1):  # patient right, left
         psi = rng.uniform(20, 40)  # hilum faces antero-medially, upper pole tilts medially
-        kidney = _blob(rng, (m * rng.uniform(55, 75), yv + rng.uniform(-5, 15),
+        kidney = random_blob(rng, (m * rng.uniform(55, 75), yv + rng.uniform(-5, 15),
                              z_kidney + (m > 0) * rng.uniform(5, 20)),
                        rng.uniform((24, 20, 50), (30, 25, 60)),
-                       _rot(psi if m > 0 else 180 - psi, -rng.uniform(10, 20)),
+                       rotation(psi if m > 0 else 180 - psi, -rng.uniform(10, 20)),
                        bend=rng.uniform(0.1, 0.25))
         sl, *xyz = grid.box(*kidney.bounds())
         lev = kidney.level(*xyz)
@@ -294,20 +185,20 @@ def _paint_organs(rng, grid: _Grid, tissue, abdomen, a, b, yv, ivc) -> None:
     sx, sy = rng.uniform(0.5, 0.62) * a, rng.uniform(0.2, 0.4) * b
     phi = np.arctan2(sy / b, sx / a)
     axes = np.array([[np.cos(phi), 0, -np.sin(phi)], [np.sin(phi), 0, np.cos(phi)], [0, 1, 0]])
-    spleen = _blob(rng, (sx, sy, c + rng.uniform(-10, 10)),
+    spleen = random_blob(rng, (sx, sy, c + rng.uniform(-10, 10)),
                    rng.uniform((18, 45, 45), (26, 60, 60)), axes, bend=rng.uniform(0.15, 0.3))
     sl, *xyz = grid.box(*spleen.bounds())
     _paint(tissue, Tissue.SPLEEN, spleen.level(*xyz) < 0, abdomen, sl)
     right = _paint_liver(rng, grid, tissue, abdomen, a, b, ivc)
     if rng.random() < 0.75:
-        gb = _blob(rng, (-0.15 * a + rng.uniform(-15, 15), -0.35 * b,
+        gb = random_blob(rng, (-0.15 * a + rng.uniform(-15, 15), -0.35 * b,
                          right.center[2] - rng.uniform(0.3, 0.6) * right.semi[2]),
-                   rng.uniform((12, 12, 28), (18, 18, 40)), _rot(0, 0, rng.uniform(30, 50)))
+                   rng.uniform((12, 12, 28), (18, 18, 40)), rotation(0, 0, rng.uniform(30, 50)))
         sl, *xyz = grid.box(*gb.bounds())
         _paint(tissue, Tissue.GALLBLADDER, gb.level(*xyz) < 0, abdomen, sl)
 
 
-def _paint_spine_vessels(rng, grid: _Grid, tissue, under_fat, inner, abdomen, yv, ivc) -> None:
+def _paint_spine_vessels(rng, grid: Grid, tissue, under_fat, inner, abdomen, yv, ivc) -> None:
     """Psoas and paraspinal muscles, vertebral body with discs and posterior arch, aorta, IVC
     (all but the psoas are cylinders along z, so their masks are 2-D and broadcast)."""
     x, y, z = grid.x[None, None, :], grid.y[None, :, None], grid.z[:, None, None]
@@ -358,15 +249,15 @@ def _contrast(rng) -> np.ndarray:
     return table
 
 
-def _render(rng, tissue, grid: _Grid, cfg: SynthConfig) -> np.ndarray:
+def _render(rng, tissue, grid: Grid, cfg: SynthConfig) -> np.ndarray:
     """Contrast lookup with mild texture, PSF blur, bias field, global scale, Rician noise.
 
     The noise model is that of magnitude MR images (Gudbjartsson & Patz, "The Rician
     distribution of noisy MRI data", MRM 1995): |signal + n1 + i n2| with n1, n2 ~ N(0, sigma^2).
     """
-    image = _contrast(rng)[tissue] * (1 + 0.05 * _smooth_fields(rng, grid, 10.0, 1)[0])
+    image = _contrast(rng)[tissue] * (1 + 0.05 * smooth_fields(rng, grid, 10.0, 1)[0])
     image = gaussian_filter(image, sigma=(0.35, 0.5, 0.5), truncate=2.5)
-    bias = _smooth_fields(rng, grid, 250.0, 1)[0]  # (z, y, x)
+    bias = smooth_fields(rng, grid, 250.0, 1)[0]  # (z, y, x)
     bias = np.exp(rng.uniform(*cfg.bias_amplitude) * bias / np.abs(bias).max())
     scale = rng.uniform(*cfg.intensity_scale)
     sigma = np.float32(rng.uniform(*cfg.noise_sigma) * scale)
@@ -404,7 +295,7 @@ def draw_phantom(rng: np.random.Generator, config: SynthConfig) -> SynthCase:
         direction = np.diag([-1.0, -1.0, 1.0])
         origin[:2] += (size[:2] - 1) * spacing[:2]  # same physical position of the anatomy
     if rng.random() < config.oblique_fraction:
-        direction = _rot(rng.uniform(-1, 1) * config.oblique_max_deg) @ direction
+        direction = rotation(rng.uniform(-1, 1) * config.oblique_max_deg) @ direction
     return SynthCase(arrays[0], arrays[1], arrays[2], tuple(float(s) for s in spacing),
                      tuple(float(o) for o in origin), tuple(float(d) for d in direction.ravel()))
 

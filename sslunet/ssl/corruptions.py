@@ -9,16 +9,18 @@ Outputs keep the input's shape and dtype; boxes are shared by all channels.
   regression arm of Umapathy et al. (2022), whose exact pretext task is unpublished.
 * Models Genesis (Zhou et al. 2019 MICCAI; 2021 MedIA): nonlinear intensity curve, local pixel
   shuffling, in-painting and out-painting, composed with the reference probabilities.
-* MAE / SparK block masking for CNNs (He et al. 2022; Tian et al. 2023), as in nnssl's MAE.
+
+MAE / SparK block masking is in :mod:`sslunet.ssl.masking`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from sslunet.utils.shapes import check_channels_first, per_axis
 
 
 @dataclass(frozen=True)
@@ -37,18 +39,6 @@ class Box:
             a < b + m and b < a + n
             for a, n, b, m in zip(self.start, self.size, other.start, other.size)
         )
-
-
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    out = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(out) != ndim or min(out) < 1:
-        raise ValueError(f"{name} must be a positive int or {ndim} positive ints, got {value!r}")
-    return out
-
-
-def _check_image(image: np.ndarray) -> None:
-    if image.ndim < 2:
-        raise ValueError(f"image must be (C, *spatial), got shape {image.shape}")
 
 
 def _random_box(shape: Sequence[int], size: Sequence[int], rng: np.random.Generator) -> Box:
@@ -92,7 +82,7 @@ def draw_context_restoration(
     Raises:
         ValueError: invalid arguments, or the patches do not fit without overlapping.
     """
-    size = _per_axis(patch_size, len(spatial_shape), "patch_size")
+    size = per_axis(patch_size, len(spatial_shape), "patch_size")
     if num_swaps < 1:
         raise ValueError(f"num_swaps must be >= 1, got {num_swaps}")
     if any(n > s for n, s in zip(size, spatial_shape)):
@@ -113,7 +103,7 @@ def draw_context_restoration(
 
 def apply_context_restoration(image: np.ndarray, params: ContextRestorationParams) -> np.ndarray:
     """Swap the contents of each patch pair (all channels)."""
-    _check_image(image)
+    check_channels_first(image)
     out = image.copy()
     for a, b in params.pairs:
         out[a.index()], out[b.index()] = image[b.index()], image[a.index()]
@@ -127,7 +117,7 @@ def context_restoration(
     patch_size: int | Sequence[int] = 5,
 ) -> np.ndarray:
     """Draw and apply :func:`draw_context_restoration` to ``image`` ``(C, *spatial)``."""
-    _check_image(image)
+    check_channels_first(image)
     return apply_context_restoration(
         image, draw_context_restoration(image.shape[1:], rng, num_swaps, patch_size)
     )
@@ -173,7 +163,7 @@ def apply_nonlinear(image: np.ndarray, params: NonlinearParams) -> np.ndarray:
     Models Genesis works on images in [0, 1]; ours are z-scored, so each channel is rescaled to
     [0, 1] by its min/max, mapped, and scaled back (our choice). Constant channels are kept.
     """
-    _check_image(image)
+    check_channels_first(image)
     lo, hi = _channel_range(image.astype(np.float64))
     span = np.where(hi > lo, hi - lo, 1.0)
     xs, ys = bezier_lookup(params)
@@ -210,7 +200,7 @@ def draw_local_shuffle(
         limit = tuple(max(1, s // 10) for s in spatial_shape)
     else:
         limit = tuple(
-            min(m, s) for m, s in zip(_per_axis(max_block, ndim, "max_block"), spatial_shape)
+            min(m, s) for m, s in zip(per_axis(max_block, ndim, "max_block"), spatial_shape)
         )
     boxes = []
     for _ in range(num_blocks):
@@ -225,7 +215,7 @@ def apply_local_shuffle(image: np.ndarray, params: ShuffleParams) -> np.ndarray:
     As in the reference, blocks are read from the original image and written to the output,
     so where blocks overlap the later one wins.
     """
-    _check_image(image)
+    check_channels_first(image)
     perm_rng = np.random.default_rng(params.seed)
     out = image.copy()
     c = image.shape[0]
@@ -277,7 +267,7 @@ def draw_paint(
 
 def apply_paint(image: np.ndarray, params: PaintParams) -> np.ndarray:
     """Fill with uniform noise in each channel's [min, max] (reference: [0, 1) images)."""
-    _check_image(image)
+    check_channels_first(image)
     lo, hi = _channel_range(image)
     noise_rng = np.random.default_rng(params.seed)
     noise = (lo + (hi - lo) * noise_rng.random(image.shape)).astype(image.dtype)
@@ -335,7 +325,7 @@ def draw_genesis(
 
 def apply_genesis(image: np.ndarray, params: GenesisParams) -> np.ndarray:
     """Apply the drawn steps in order: local shuffle, nonlinear curve, in/out-painting."""
-    _check_image(image)
+    check_channels_first(image)
     out = image
     if params.shuffle is not None:
         out = apply_local_shuffle(out, params.shuffle)
@@ -348,56 +338,5 @@ def apply_genesis(image: np.ndarray, params: GenesisParams) -> np.ndarray:
 
 def genesis_corrupt(image: np.ndarray, rng: np.random.Generator, **probs: float) -> np.ndarray:
     """Draw and apply :func:`draw_genesis` (keyword probabilities as there)."""
-    _check_image(image)
+    check_channels_first(image)
     return apply_genesis(image, draw_genesis(image.shape[1:], rng, **probs))
-
-
-# --- MAE / SparK block masking ----------------------------------------------------------------
-
-
-def block_mask(
-    spatial_shape: Sequence[int],
-    block_size: int | Sequence[int],
-    mask_ratio: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Random block mask, True = masked.
-
-    The image is tiled by blocks of ``block_size`` (one per axis; anisotropic allowed) starting
-    at 0; a shape not divisible by the block size gets smaller blocks at the upper border, which
-    count as blocks. Exactly ``round(mask_ratio * num_blocks)`` (half up) blocks are masked;
-    the voxel fraction equals ``mask_ratio`` only up to that rounding and the border blocks.
-    nnssl's MAE: ``mask_ratio = 0.75`` with 16^3 blocks.
-
-    Returns:
-        ``(1, *spatial_shape)`` bool array.
-    """
-    size = _per_axis(block_size, len(spatial_shape), "block_size")
-    if not 0.0 <= mask_ratio <= 1.0:
-        raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
-    grid = tuple(math.ceil(s / b) for s, b in zip(spatial_shape, size))
-    num_blocks = math.prod(grid)
-    num_masked = int(math.floor(mask_ratio * num_blocks + 0.5))
-    flat = np.zeros(num_blocks, dtype=bool)
-    flat[rng.choice(num_blocks, size=num_masked, replace=False)] = True
-    mask = flat.reshape(grid)  # (*grid)
-    for axis, b in enumerate(size):
-        mask = np.repeat(mask, b, axis=axis)
-    crop = tuple(slice(0, s) for s in spatial_shape)
-    return mask[crop][None]  # (1, *spatial_shape)
-
-
-def apply_mask(image: np.ndarray, mask: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """Replace masked voxels (all channels) by ``fill``.
-
-    Args:
-        image: ``(C, *spatial)``.
-        mask: ``(1, *spatial)`` bool, True = masked.
-        fill: value written into masked voxels (0 = the mean of z-scored images).
-    """
-    _check_image(image)
-    if mask.shape != (1, *image.shape[1:]) or mask.dtype != bool:
-        raise ValueError(f"mask must be bool (1, {image.shape[1:]}), got {mask.dtype} {mask.shape}")
-    return np.where(mask, np.asarray(fill, dtype=image.dtype), image).astype(
-        image.dtype, copy=False
-    )

@@ -10,12 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    out = (int(value),) * ndim if np.isscalar(value) else tuple(int(v) for v in value)
-    if len(out) != ndim or min(out) < 1:
-        raise ValueError(f"{name} must be a positive int or {ndim} positive ints, got {value!r}")
-    return out
+from sslunet.utils.shapes import per_axis
 
 
 def region_corners(
@@ -37,7 +32,7 @@ def region_corners(
         ``(R, ndim)`` int array, unique corners in lexicographic order.
     """
     ndim = len(spatial_shape)
-    size = _per_axis(region_size, ndim, "region_size")
+    size = per_axis(region_size, ndim, "region_size")
     span = [s - r for s, r in zip(spatial_shape, size)]
     if min(span) < 0:
         raise ValueError(f"region {size} larger than the feature map {tuple(spatial_shape)}")
@@ -48,7 +43,7 @@ def region_corners(
         fine = [[w // 4, (3 * w) // 4] for w in span]
         points = list(itertools.product(*coarse)) + list(itertools.product(*fine))
     else:
-        counts = _per_axis(grid, ndim, "grid")
+        counts = per_axis(grid, ndim, "grid")
         axes = [np.round(np.linspace(0, w, g)).astype(int) for w, g in zip(span, counts)]
         points = list(itertools.product(*axes))
     return np.unique(np.asarray(points, dtype=np.int64), axis=0)
@@ -70,7 +65,7 @@ def extract_regions(
         ``(B, R, C * prod(region_size))``, region r taken at corner r.
     """
     ndim = f.ndim - 2
-    size = _per_axis(region_size, ndim, "region_size")
+    size = per_axis(region_size, ndim, "region_size")
     if isinstance(grid, np.ndarray) and grid.ndim == 2:
         corners = grid
     else:

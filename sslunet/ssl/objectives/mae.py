@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sslunet.ssl.corruptions import apply_mask, block_mask
+from sslunet.ssl.masking import apply_mask, block_mask
 from sslunet.ssl.losses import MaskedMSELoss
 from sslunet.ssl.objectives._restoration import RestorationObjective
 from sslunet.ssl.objectives.options import option, per_axis, require
