@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true",
                    help="also write CASE.npz with the class probabilities")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
+    p.add_argument("--no-postprocessing", action="store_true",
+                   help="do not apply the model's post-processing (largest connected component "
+                        "where cross-validation showed it helps; postprocessing.json)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("-np", "--num-processes", type=nonnegative_int, default=2,
                    help="export worker processes (resampling back, writing); 0: one "
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
             model=args.model, folds=folds, checkpoint=args.checkpoint,
             step_size=args.step_size, tta=not args.disable_tta,
             save_probabilities=args.save_probabilities, overwrite=args.overwrite,
-            device=args.device, num_processes=args.num_processes)
+            device=args.device, num_processes=args.num_processes,
+            postprocessing=not args.no_postprocessing)
         summary = predict_folder(paths, opts)
         print(f"{len(summary.predicted)} case(s) predicted, {len(summary.skipped)} skipped "
               f"(outputs already present); masks in {summary.output_dir}")

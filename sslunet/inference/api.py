@@ -53,6 +53,7 @@ from sslunet.inference.models import (
     load_model,
     model_file_ending,
 )
+from sslunet.inference.postprocessing import PostprocessingPlan, describe, model_postprocessing
 from sslunet.inference.predictor import (
     export_probabilities,
     inference_config,
@@ -92,6 +93,7 @@ class PredictOptions:
     device: str = "auto"
     num_processes: int = 2  # export worker processes; 0 exports in one background thread
     progress: bool = True
+    postprocessing: bool = True  # apply the model's postprocessing.json when it has one
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,7 @@ def _inference(config: ConfigurationPlan, opts: PredictOptions) -> InferenceConf
 
 
 def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptions,
-                  output_dir: Path) -> None:
+                  output_dir: Path, post: PostprocessingPlan | None) -> None:
     config, plans = model.config, model.plans
     inference = _inference(config, opts)
     predictors = [network_predictor(n, model.device) for n in model.networks]
@@ -316,7 +318,7 @@ def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptio
             out_file, npz = output_files(case, output_dir, opts.save_probabilities)
             # export_probabilities is top level, so worker processes can unpickle the call
             pending.append(exporter.submit(export_probabilities, probs, props, plans, config,
-                                           out_file, npz))
+                                           out_file, npz, post))
             _collect(pending, bar, keep=max(1, opts.num_processes) + 1)
         _collect(pending, bar, keep=0)
     finally:
@@ -350,6 +352,7 @@ def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
     device = resolve_device(opts.device)
     model = load_model(model_dir, files, device)
     _inference(model.config, opts)  # a bad step size fails here, before any output
+    post = model_postprocessing(model_dir) if opts.postprocessing else None  # ... a bad plan too
     ending = model_file_ending(model_dir, paths, model.plans.dataset_name)
     cases = list_input_cases(input_dir, model.plans.num_input_channels,
                              (ending,) if ending else FALLBACK_ENDINGS)
@@ -361,10 +364,12 @@ def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
     print(f"model {model_dir} ({model.config.name}, {folds}, checkpoint {opts.checkpoint}); "
           f"device {device}; TTA {'on' if opts.tta else 'off'}; {len(todo)} of {len(cases)} "
           "case(s) to predict", file=sys.stderr)
+    print(describe(post, model.plans.labels) if post is not None else "post-processing: "
+          + ("off" if not opts.postprocessing else "none stored with the model"), file=sys.stderr)
     if todo:
         torch.backends.cudnn.benchmark = device.type == "cuda"
         output_dir.mkdir(parents=True, exist_ok=True)
-        _run_pipeline(todo, model, opts, output_dir)
+        _run_pipeline(todo, model, opts, output_dir, post)
     done = {c.case_id for c in todo}
     return PredictionSummary(output_dir, tuple(c.case_id for c in todo),
                              tuple(c.case_id for c in cases if c.case_id not in done), model)

@@ -18,6 +18,7 @@ from sslunet.inference.sliding_window import (
     predict_slices_2d,
     sliding_window_predict,
 )
+from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import revert_probabilities
 from sslunet.preprocessing.storage import CaseProperties
@@ -96,7 +97,8 @@ def geometry_from_properties(props: CaseProperties) -> Geometry:
 
 def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
                          config: ConfigurationPlan, out_file: Path,
-                         probabilities_file: Path | None = None) -> np.ndarray:
+                         probabilities_file: Path | None = None,
+                         postprocessing: PostprocessingPlan | None = None) -> np.ndarray:
     """Revert class probabilities to the original geometry, argmax, write the outputs.
 
     Args:
@@ -106,7 +108,8 @@ def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
         config: The configuration (for the resampling orders).
         out_file: Label map, written with the input image's exact geometry.
         probabilities_file: Optional ``.npz`` receiving ``probabilities``, float16
-            ``(K, z, y, x)`` in the original image's numpy axis order.
+            ``(K, z, y, x)`` in the original image's numpy axis order (never post-processed).
+        postprocessing: the model's post-processing plan, applied to the label map.
 
     Returns:
         The label map ``(z, y, x)`` uint8 as written. The probabilities file is written
@@ -114,6 +117,7 @@ def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
     """
     full = revert_probabilities(probs, props, plans, config)  # (K, *original_shape)
     seg = full.argmax(0).astype(np.uint8)
+    seg = apply_postprocessing(seg, postprocessing, [v for v in plans.labels.values() if v])
     if probabilities_file is not None:
         with atomic_path(probabilities_file, suffix=".npz") as tmp:
             np.savez_compressed(tmp, probabilities=full.astype(np.float16))

@@ -35,6 +35,7 @@ VALIDATION_DIR = "validation"  # sliding-window predictions + summary.json of th
 TEST_DIR = "test"  # a study's test-set predictions + summary.json
 SUMMARY = "summary.json"  # what sslunet_evaluate writes into a prediction folder
 FOLD_PREFIX = "fold_"
+POSTPROCESSING = "postprocessing.json"  # a model folder's post-processing decision
 PLANS_FILE = "plans.json"  # a model folder's copy of the plans it was trained with
 DATASET_FILE = "dataset.json"  # ... and of its dataset.json (labels, file ending)
 

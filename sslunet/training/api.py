@@ -15,6 +15,7 @@ from sslunet.data.augmentation import (
 )
 from sslunet.data.loader import make_loader, stream_pair_factory
 from sslunet.data.sampling import PatchDataLoader
+from sslunet.inference.postprocessing import describe, update_model_postprocessing
 from sslunet.inference.validation import validate_run
 from sslunet.networks import build_network
 from sslunet.paths import Paths, check_writable_folder
@@ -150,5 +151,9 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     trainer.fit(resume=opts.continue_training)
     if opts.validate and dist_ctx.is_main:
         validate_run(network, plans, config, pre, val_ids, run_dir, device, opts.tta)
+        post = update_model_postprocessing(model_dir, pre / "gt_segmentations", plans.labels,
+                                           read_json(pre / "dataset.json")["file_ending"])
+        if post is not None:
+            trainer.log.log(describe(post, plans.labels))
     barrier()
     return run_dir

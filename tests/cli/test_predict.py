@@ -348,3 +348,25 @@ def test_worker_errors_surface_and_stop_workers(home, tmp_path, monkeypatch, sta
         predict_lib.predict_folder(Paths.under(home), opts)
     assert not [t for t in threading.enumerate() if t.name.startswith("sslunet-")]
     assert not any((tmp_path / "out").glob("*.nii.gz"))
+
+
+# --------------------------------------------------------------------------- post-processing
+def test_stored_postprocessing_is_applied_unless_turned_off(home, tmp_path, capsys):
+    from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(model(home, "2d"), model_dir)
+    plan = PostprocessingPlan(True, (1, 2), {}, 2, ("0",))
+    plan.save(model_dir / "postprocessing.json")
+    inp = copy_cases(home, tmp_path / "in", ("case_000", "case_002"))
+    code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "pp", "-m", model_dir)
+    assert code == 0 and "post-processing: largest foreground component, largest a" in err
+    code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "raw", "-m", model_dir,
+                           "--no-postprocessing")
+    assert code == 0 and "post-processing: off" in err
+    for case in ("case_000", "case_002"):
+        raw, pp = mask(tmp_path / "raw" / f"{case}.nii.gz"), mask(tmp_path / "pp" / f"{case}.nii.gz")
+        np.testing.assert_array_equal(pp, apply_postprocessing(raw, plan, [1, 2]))
+    (model_dir / "postprocessing.json").write_text("{")  # damaged: refused before any output
+    code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "bad", "-m", model_dir)
+    assert code == 2 and "postprocessing.json" in err and not (tmp_path / "bad").exists()

@@ -74,6 +74,12 @@ def test_run_folder_contents(tmp_path_factory, tmp_path):
         for attr in ("GetSpacing", "GetOrigin", "GetDirection"):
             assert np.allclose(getattr(pred, attr)(), getattr(ref, attr)(), atol=1e-6), attr
         assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
+    # the post-processing decision of the folds finished so far is stored with the model
+    post = json.loads((run_dir.parent / "postprocessing.json").read_text())
+    assert post["folds"] == ["0"] and post["num_cases"] == len(splits[0]["val"])
+    assert post["dice"]["raw"]["foreground"] == pytest.approx(
+        np.mean([c["dice"]["mean"] for c in summary["per_class"].values()]))
+    assert "post-processing:" in log
 
 
 def test_finetune_with_recipe_freezes_resumes_and_records(tmp_path_factory, tmp_path):
