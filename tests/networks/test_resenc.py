@@ -262,3 +262,81 @@ def test_registered_and_inconsistent_plan_names_the_network():
 
     with pytest.raises(InputError, match="cannot build resenc_unet.*n_conv_per_stage_encoder"):
         build_network(resenc_plan(2, n_conv_per_stage_encoder=(1, 2, 3)), 1, 2)
+
+
+# --------------------------------------------------------------------------- objectives, transfer
+
+
+@pytest.fixture(scope="module")
+def resenc_stack(tmp_path_factory):
+    """``(paths, plans)``: the stack dataset planned with ``--preset resenc_m`` and shrunk to 3
+    stages of 4/8/16 features with 1, 2, 2 residual blocks (2d and 3d_fullres)."""
+    from tests.helpers.datasets import build_stack_home
+
+    home = tmp_path_factory.mktemp("resenc_stack") / "home"
+    return build_stack_home(home, preset="resenc_m", n_conv_encoder=(1, 2, 2))
+
+
+def _objectives() -> list[str]:
+    from sslunet.ssl.objectives import list_objectives
+
+    return list_objectives()
+
+
+@pytest.mark.parametrize("objective", _objectives())
+def test_every_objective_trains_the_residual_encoder(resenc_stack, objective):
+    """One step of every objective and stage (2d) through the network contract alone."""
+    from sslunet.ssl.objectives import get_objective
+    from tests.helpers.pretraining import first_batch, make_setup
+
+    paths, plans = resenc_stack
+    assert plans.plans_name == "sslunetResEncMPlans"
+    assert plans.configurations["2d"].network == "resenc_unet"
+    obj = get_objective(objective).create(make_setup(paths, plans, "2d"))
+    assert isinstance(obj.network, ResidualEncoderUNet)
+    for stage in obj.stages():
+        obj.set_stage(stage.name)
+        obj.zero_grad(set_to_none=True)
+        out = obj(first_batch(obj))
+        assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+        out["loss"].backward()
+        with_grad = {n for n, p in obj.named_parameters()
+                     if p.grad is not None and p.grad.abs().sum() > 0}
+        for module in obj.trainable_modules():
+            assert any(n.startswith(module + ".") for n in with_grad), (stage.name, module)
+        if "network.encoder" in obj.trainable_modules():  # the stem learns too
+            assert "network.encoder.stem.conv.weight" in with_grad
+    assert "encoder." in obj.transferable_prefixes()
+
+
+@pytest.mark.slow
+def test_mae_pretraining_transfers_the_residual_encoder_to_finetuning(resenc_stack):
+    """Pretrain MAE for 2 iterations on a ResEnc plan, fine-tune from it for one: the transfer
+    report lists the stem, every residual block (skip projections included) and the decoder
+    blocks MAE trained as loaded, the segmentation heads as not loaded."""
+    from sslunet.runs.checkpoint import load_checkpoint
+    from sslunet.ssl.api import PretrainOptions, pretrain
+    from sslunet.training.api import FinetuneOptions, finetune
+
+    paths, plans = resenc_stack
+    run = dict(epochs=1, iters_per_epoch=2, val_iters=1, batch_size=4, num_workers=0)
+    run_dir = pretrain(paths, PretrainOptions(plans.dataset_name, "mae", "2d", device="cpu",
+                                              seed=0, overrides=run))
+    ckpt = load_checkpoint(run_dir / "checkpoint_final.pt")
+    assert ckpt["plans"]["configurations"]["2d"]["network"] == "resenc_unet"
+    ft_dir = finetune(paths, FinetuneOptions(
+        plans.dataset_name, "2d", 0, "mae", seed=1, device="cpu", validate=False,
+        overrides={**run, "iters_per_epoch": 1, "batch_size": 2}))
+    report = json.loads((ft_dir / "loaded_weights.json").read_text())
+    assert report["objective"] == "mae" and report["adapted_input_channels"] == []
+    loaded, source = set(report["loaded"]), ckpt["network_weights"]
+    encoder = {k for k in source if k.startswith("encoder.")}
+    assert encoder <= loaded
+    for key in ("encoder.stem.conv.weight", "encoder.stages.0.0.conv1.conv.weight",
+                "encoder.stages.1.0.skip.proj.conv.weight",
+                "encoder.stages.2.1.conv2.norm.weight"):
+        assert key in loaded, key
+    assert any(k.startswith("decoder.stages.") for k in loaded)
+    assert any(k.startswith("decoder.transpconvs.") for k in loaded)
+    assert set(report["not_loaded"]) == {k for k in source if k.startswith("decoder.seg_layers.")}
+    assert (ft_dir / "checkpoint_final.pt").is_file()
