@@ -100,7 +100,9 @@ class ConfigurationPlan:
 
     ``spacing``, ``patch_size`` and ``median_image_size`` have 2 entries for 2d (in-plane
     axes) and 3 for 3d. ``pool_op_kernel_sizes[i]`` is the stride of stage ``i`` (stage 0 has
-    stride 1 everywhere); ``conv_kernel_sizes[i]`` its convolution kernel.
+    stride 1 everywhere); ``conv_kernel_sizes[i]`` its convolution kernel. ``network`` is the
+    registry key of the network (``plain_unet``, or ``resenc_unet`` from the ResEnc planner
+    presets, whose ``n_conv_per_stage_encoder`` counts residual blocks per stage).
     """
 
     name: str

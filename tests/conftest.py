@@ -101,6 +101,18 @@ def planned() -> dict[str, tuple[Fingerprint, Plans]]:
     return out
 
 
+@pytest.fixture(scope="module")
+def planned_resenc() -> dict[tuple[str, str], tuple[Fingerprint, Plans]]:
+    """``(scenario, preset) -> (fingerprint, plans)``: every hand-built fingerprint planned with
+    the residual-encoder presets ``resenc_m`` and ``resenc_l``."""
+    out = {}
+    for name, make in SCENARIOS.items():
+        fp = make()
+        for preset in ("resenc_m", "resenc_l"):
+            out[name, preset] = (fp, plan_experiment(fp, preset=preset))
+    return out
+
+
 @pytest.fixture
 def cases(tmp_path) -> Path:
     """A folder of preprocessed cases for patch sampling and batch loading: three labelled

@@ -7,6 +7,7 @@ import argparse
 from sslunet.cli._common import paths_from_env, positive_float, positive_int, run
 from sslunet.dataset.resolve import resolve_raw_dataset
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
+from sslunet.planning.planner import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["2d", "3d_fullres", "3d_lowres"],
                    help="configurations to plan and preprocess (3d_lowres only appears where "
                         "the full-resolution patch covers < 25%% of the median image)")
-    p.add_argument("--gpu-memory-gb", type=positive_float, default=8.0,
-                   help="GPU memory budget the patch and batch sizes are planned for")
+    p.add_argument("--preset", choices=list(PRESETS), default="plain",
+                   help="network and memory calibration: plain = nnU-Net's plain U-Net for "
+                        "8 GB (default); resenc_m / resenc_l = nnU-Net's residual-encoder U-Net "
+                        "presets, planned for 8 GB (M: GPUs with about 9-11 GB) or 24 GB (L)")
+    p.add_argument("--gpu-memory-gb", type=positive_float,
+                   help="GPU memory budget the patch and batch sizes are planned for (default: "
+                        "the preset's, 8 GB; 24 GB for resenc_l)")
     p.add_argument("--base-features", type=positive_int, default=32,
                    help="feature maps of the first stage (doubling per stage; nnU-Net: 32). "
                         "Smaller values give much faster networks for CPU work")
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             verify_only=args.verify_only, preprocess=not args.no_preprocess,
             include_test=args.include_test, base_features=args.base_features,
             max_features=args.max_features,
-            target_spacing=args.target_spacing and tuple(args.target_spacing))
+            target_spacing=args.target_spacing and tuple(args.target_spacing),
+            preset=args.preset)
         plan_and_preprocess(raw, paths.preprocessed, opts)
 
     run(go)

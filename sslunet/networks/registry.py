@@ -8,7 +8,8 @@ imported; ``sslunet/networks/__init__.py`` imports every network module of the p
 A registered network is an ``nn.Module`` subclass with a classmethod
 ``from_plan(plan, num_input_channels, num_classes, deep_supervision, seed) -> nn.Module`` and
 the **network contract** that pretraining objectives, weight transfer and per-part learning
-rates rely on (they never spell a network's attribute paths; see ``PlainConvUNet``):
+rates rely on (they never spell a network's attribute paths; ``EncoderDecoderUNet`` in
+``base.py`` implements it for the U-Nets here):
 
 - ``forward(x)`` -> logits (a list, highest resolution first, with deep supervision);
   ``set_deep_supervision(bool)``; ``forward_with_features(x)`` -> (logits, encoder features,

@@ -33,9 +33,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sslunet.errors import InputError
+from sslunet.networks.base import EncoderDecoderUNet, Shape
 from sslunet.networks.registry import register_network
-from sslunet.plans import ConfigurationPlan
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _TRANSPOSED_CONV = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -44,23 +43,23 @@ _INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 NEGATIVE_SLOPE = 1e-2
 NORM_EPS = 1e-5
 
-Shape = tuple[int, ...]
-
 
 class ConvBlock(nn.Module):
     """conv -> InstanceNorm (affine) -> LeakyReLU, "same" padding.
 
     Input ``(B, C_in, *S)``; output ``(B, C_out, *S_out)`` with ``S_out = S // stride``
-    (when ``S`` is divisible by ``stride``).
+    (when ``S`` is divisible by ``stride``). ``bias=False`` drops the conv bias and
+    ``nonlin=False`` the LeakyReLU (an identity then), for residual blocks; the plain U-Net
+    uses the defaults.
     """
 
     def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size: Shape,
-                 stride: Shape):
+                 stride: Shape, *, bias: bool = True, nonlin: bool = True):
         super().__init__()
         self.conv = _CONV[ndim](in_channels, out_channels, tuple(kernel_size), tuple(stride),
-                                padding=tuple(k // 2 for k in kernel_size), bias=True)
+                                padding=tuple(k // 2 for k in kernel_size), bias=bias)
         self.norm = _INSTANCE_NORM[ndim](out_channels, eps=NORM_EPS, affine=True)
-        self.nonlin = nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True)
+        self.nonlin = nn.LeakyReLU(NEGATIVE_SLOPE, inplace=True) if nonlin else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nonlin(self.norm(self.conv(x)))
@@ -187,49 +186,19 @@ class UNetDecoder(nn.Module):
 
 
 @register_network("plain_unet")
-class PlainConvUNet(nn.Module):
-    """nnU-Net's plain conv U-Net (see the module docstring for the architecture).
+class PlainConvUNet(EncoderDecoderUNet):
+    """nnU-Net's plain conv U-Net (the module docstring); arguments as
+    :class:`EncoderDecoderUNet`, plus ``deep_supervision`` (initial setting) and ``seed`` (of
+    the weight initialisation, through a private generator)."""
 
-    Args:
-        ndim: 2 or 3 spatial dimensions.
-        input_channels: image channels.
-        num_classes: output channels (segmentation classes incl. background, or the input
-            channels for a restoration pretext task).
-        features_per_stage: channels of each resolution stage.
-        strides: stride of each stage's first conv; stage 0 is normally all ones.
-        kernel_sizes: conv kernel of each stage (odd sizes).
-        n_conv_encoder: convs per encoder stage (``num_stages`` entries).
-        n_conv_decoder: convs per decoder stage (``num_stages - 1`` entries, highest
-            resolution first, as in nnU-Net plans).
-        deep_supervision: initial deep-supervision setting.
-        seed: seeds the weight initialisation through a private generator.
-
-    Raises:
-        ValueError: inconsistent topology.
-    """
-
-    # ---- the network contract (sslunet.networks.registry): the parts that objectives, weight
-    # transfer and per-part learning rates address, by module name relative to the network.
-    # Prefixes of the parameters that depend on the task (output classes): skip them when
-    # loading pretrained weights for fine-tuning.
-    task_specific_prefixes = ("decoder.seg_layers.",)
-    # The only conv whose weight shape depends on the number of input channels.
     input_conv_key = "encoder.stages.0.0.conv"
-    # forward(x) -> skips, highest resolution first (bottleneck last)
-    encoder_part = "encoder"
 
     def __init__(self, ndim: int, input_channels: int, num_classes: int,
                  features_per_stage: Sequence[int], strides: Sequence[Shape],
                  kernel_sizes: Sequence[Shape], n_conv_encoder: Sequence[int],
                  n_conv_decoder: Sequence[int], deep_supervision: bool = True, seed: int = 0):
-        super().__init__()
-        problem = topology_problem(ndim, input_channels, num_classes, features_per_stage,
-                                   strides, kernel_sizes, n_conv_encoder, n_conv_decoder)
-        if problem:
-            raise ValueError(problem)
-        self.ndim = ndim
-        self.input_channels = input_channels
-        self.num_classes = num_classes
+        super().__init__(ndim, input_channels, num_classes, features_per_stage, strides,
+                         kernel_sizes, n_conv_encoder, n_conv_decoder)
         # PyTorch's default layer init draws from the global RNG; it is overwritten below, so
         # run it on a throw-away copy of the RNG state to leave the caller's stream untouched.
         with torch.random.fork_rng(devices=[]):
@@ -237,112 +206,7 @@ class PlainConvUNet(nn.Module):
                                        kernel_sizes, n_conv_encoder)
             self.decoder = UNetDecoder(ndim, features_per_stage, strides, kernel_sizes,
                                        n_conv_decoder, num_classes, deep_supervision)
-        self.total_stride = tuple(math.prod(s[d] for s in strides) for d in range(ndim))
         init_weights_he(self, torch.Generator(device="cpu").manual_seed(seed))
-
-    @classmethod
-    def from_plan(cls, plan: ConfigurationPlan, num_input_channels: int, num_classes: int,
-                  deep_supervision: bool = True, seed: int = 0) -> "PlainConvUNet":
-        """Build from a configuration plan.
-
-        Raises:
-            InputError: the plan's topology is inconsistent (message names the configuration).
-        """
-        try:
-            return cls(plan.ndim, num_input_channels, num_classes, plan.features_per_stage,
-                       plan.pool_op_kernel_sizes, plan.conv_kernel_sizes,
-                       plan.n_conv_per_stage_encoder, plan.n_conv_per_stage_decoder,
-                       deep_supervision=deep_supervision, seed=seed)
-        except ValueError as e:
-            raise InputError(f"configuration '{plan.name}' cannot build plain_unet: {e}") from e
-
-    @property
-    def deep_supervision(self) -> bool:
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, enabled: bool) -> None:
-        self.decoder.deep_supervision = bool(enabled)
-
-    def set_deep_supervision(self, enabled: bool) -> None:
-        """Switch between all decoder-stage logits (training) and full resolution only."""
-        self.deep_supervision = enabled
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        # A non-divisible size would only fail later, deep inside torch.cat, with a cryptic error.
-        if x.dim() != self.ndim + 2 or x.shape[1] != self.input_channels or any(
-                n % s for n, s in zip(x.shape[2:], self.total_stride)):
-            raise ValueError(
-                f"expected input (B, {self.input_channels}, *spatial) with {self.ndim} spatial "
-                f"axes divisible by {self.total_stride}; got {tuple(x.shape)}")
-
-    def forward(self, x: torch.Tensor):
-        """Args: x ``(B, input_channels, *spatial)``, spatial divisible by ``total_stride``.
-
-        Returns:
-            See :meth:`UNetDecoder.forward` (``return_features=False``).
-        """
-        self._check_input(x)
-        return self.decoder(self.encoder(x))
-
-    @property
-    def num_decoder_levels(self) -> int:
-        return len(self.decoder.stages)
-
-    def _block(self, level: int) -> int:
-        # the decoder's module lists run from the bottleneck up; level 0 is full resolution
-        if not 0 <= level < self.num_decoder_levels:
-            raise ValueError(f"decoder level {level} not in [0, {self.num_decoder_levels - 1}]")
-        return self.num_decoder_levels - 1 - level
-
-    def decoder_parts(self, levels: Sequence[int] | None = None) -> tuple[str, ...]:
-        """Names of the decoder blocks (upsampling + convs, not the heads) that produce
-        ``levels`` (0 = full resolution); None: the whole decoder."""
-        if levels is None:
-            return ("decoder.transpconvs", "decoder.stages")
-        return tuple(f"decoder.{part}.{self._block(lvl)}"
-                     for lvl in sorted(levels, reverse=True) for part in ("transpconvs", "stages"))
-
-    def head_part(self, level: int = 0) -> str:
-        """Name of the segmentation head (1x1 conv) at decoder level ``level``."""
-        return f"decoder.seg_layers.{self._block(level)}"
-
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The encoder's outputs for ``x (B, C_in, *spatial)``, highest resolution first."""
-        self._check_input(x)
-        return self.encoder(x)
-
-    def encoder_stages(self) -> nn.ModuleList:
-        """The encoder's stages, highest resolution first."""
-        return self.encoder.stages
-
-    def decode_to(self, skips: list[torch.Tensor], level: int) -> torch.Tensor:
-        """Run the decoder from the bottleneck only up to ``level`` (0 = full resolution).
-
-        Args: skips: the encoder outputs, highest resolution first.
-
-        Returns:
-            ``(B, C_level, *skips[level].shape[2:])``, equal to ``decoder_features[level]`` of
-            :meth:`forward_with_features`.
-        """
-        dec, x = self.decoder, skips[-1]
-        for s in range(self._block(level) + 1):
-            # (B, C_below, *S_below) -> up -> (B, C_skip, *S_skip); concat -> (B, 2C_skip, *S_skip)
-            x = dec.stages[s](torch.cat((dec.transpconvs[s](x), skips[-(s + 2)]), dim=1))
-        return x
-
-    def forward_with_features(self, x: torch.Tensor):
-        """One pass returning everything the SSL objectives need.
-
-        Returns:
-            ``(logits, encoder_features, decoder_features)``: ``encoder_features`` has
-            ``num_stages`` entries and ``decoder_features`` ``num_stages - 1``, both highest
-            resolution first; ``logits`` as in :meth:`forward`.
-        """
-        self._check_input(x)
-        skips = self.encoder(x)
-        logits, decoder_features = self.decoder(skips, return_features=True)
-        return logits, skips, decoder_features
 
 
 def init_weights_he(module: nn.Module, generator: torch.Generator,
@@ -362,32 +226,3 @@ def init_weights_he(module: nn.Module, generator: torch.Generator,
                 m.weight.normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
                 if m.bias is not None:
                     m.bias.zero_()
-
-
-def topology_problem(ndim: int, input_channels: int, num_classes: int,
-                     features_per_stage: Sequence[int], strides: Sequence[Shape],
-                     kernel_sizes: Sequence[Shape], n_conv_encoder: Sequence[int],
-                     n_conv_decoder: Sequence[int]) -> str | None:
-    """Describe the first inconsistency in a U-Net topology, or return None if it is valid."""
-    n = len(features_per_stage)
-    if ndim not in _CONV:
-        return f"{ndim} spatial dimensions (only 2 and 3 are supported)"
-    if n < 2:
-        return f"{n} stage(s); a U-Net needs at least 2"
-    if input_channels < 1 or num_classes < 1 or min(features_per_stage) < 1:
-        return "channel counts must be positive"
-    lengths = {"pool_op_kernel_sizes": len(strides), "conv_kernel_sizes": len(kernel_sizes),
-               "n_conv_per_stage_encoder": len(n_conv_encoder)}
-    for name, length in lengths.items():
-        if length != n:
-            return f"{name} has {length} entries, features_per_stage has {n}"
-    if len(n_conv_decoder) != n - 1:
-        return f"n_conv_per_stage_decoder has {len(n_conv_decoder)} entries, expected {n - 1}"
-    if min(*n_conv_encoder, *n_conv_decoder) < 1:
-        return "every stage needs at least one conv"
-    for i, (s, k) in enumerate(zip(strides, kernel_sizes)):
-        if len(s) != ndim or len(k) != ndim:
-            return f"stage {i}: stride {tuple(s)} / kernel {tuple(k)} need {ndim} entries"
-        if min(s) < 1 or any(kk < 1 or kk % 2 == 0 for kk in k):
-            return f"stage {i}: strides must be >= 1 and kernels odd, got {tuple(s)} / {tuple(k)}"
-    return None

@@ -11,7 +11,7 @@ from sslunet.dataset.verify import verify_dataset
 from sslunet.errors import InputError
 from sslunet.paths import check_writable_folder
 from sslunet.planning.fingerprint import extract_fingerprint
-from sslunet.planning.planner import plan_experiment
+from sslunet.planning.planner import get_preset, plan_experiment
 from sslunet.planning.splits import make_splits
 from sslunet.plans import Fingerprint, Plans
 from sslunet.preprocessing.api import copy_ground_truth, preprocess_dataset
@@ -20,8 +20,13 @@ from sslunet.utils.atomic import read_json, write_json
 
 @dataclass(frozen=True)
 class PlanOptions:
+    """What ``sslunet_plan`` plans. ``preset``: a planner preset of
+    :data:`sslunet.planning.planner.PRESETS` (``plain``: nnU-Net's default planner and plain
+    U-Net; ``resenc_m`` / ``resenc_l``: its residual-encoder presets); ``gpu_memory_gb`` None
+    means the preset's budget (8 GB; 24 GB for ``resenc_l``)."""
+
     configurations: tuple[str, ...] = ("2d", "3d_fullres", "3d_lowres")
-    gpu_memory_gb: float = 8.0
+    gpu_memory_gb: float | None = None
     num_processes: int = 2
     overwrite: bool = False
     verify_only: bool = False
@@ -31,6 +36,10 @@ class PlanOptions:
     base_features: int = 32
     max_features: int | None = None
     target_spacing: tuple[float, ...] | None = None  # plans' axis order; None: derived
+    preset: str = "plain"
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)  # an unknown preset fails here, before any work
 
 
 def _log(msg: str) -> None:
@@ -39,8 +48,9 @@ def _log(msg: str) -> None:
 
 def describe_plans(plans: Plans) -> str:
     """A readable table of the planned configurations."""
-    lines = [f"plans for {plans.dataset_name} (GPU memory target {plans.gpu_memory_gb:g} GB, "
-             f"transpose {plans.transpose_forward}):"]
+    networks = "/".join(sorted({c.network for c in plans.configurations.values()}))
+    lines = [f"{plans.plans_name} for {plans.dataset_name} (network {networks}, GPU memory "
+             f"target {plans.gpu_memory_gb:g} GB, transpose {plans.transpose_forward}):"]
     for c in plans.configurations.values():
         strides = "x".join(str(c.total_downsampling[a]) for a in range(c.ndim))
         lines.append(
@@ -54,7 +64,7 @@ def describe_plans(plans: Plans) -> str:
 def _resolve_plans(fp: Fingerprint, out: Path, opts: PlanOptions) -> Plans:
     """Reuse an existing plans.json (hand edits are respected) unless ``overwrite``."""
     fresh = plan_experiment(fp, opts.gpu_memory_gb, opts.configurations, opts.base_features,
-                            opts.max_features, opts.target_spacing)
+                            opts.max_features, opts.target_spacing, opts.preset)
     path = out / "plans.json"
     if path.exists() and not opts.overwrite:
         existing = Plans.load(path)

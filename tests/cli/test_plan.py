@@ -260,6 +260,44 @@ def test_target_spacing_out_of_range_is_refused_with_exit_2(capsys):
     assert "--target-spacing values must be between" in capsys.readouterr().err
 
 
+def test_preset_resenc_m_plans_the_residual_network_with_a_larger_budget(
+        tmp_path, raw_dataset, monkeypatch, capsys):
+    """``--preset resenc_m`` (in process): the plans name the preset and the residual-encoder
+    network with nnU-Net's block counts; on a tiny dataset its batch may cover the whole
+    dataset (ResEnc presets drop the 5 % cap), so it plans larger batches than ``plain``;
+    ``--preset resenc_l`` records its 24 GB budget; a bad preset is argparse's exit 2."""
+    from sslunet.cli.plan import main
+    from sslunet.plans import Plans
+    from tests.helpers.cli import run_main
+
+    root = raw_dataset(n_labelled=4, shape=(8, 32, 32))
+    monkeypatch.setenv("SSLUNET_HOME", str(tmp_path / "home"))
+    plans_path = tmp_path / "home" / "preprocessed" / root.name / "plans.json"
+    base = ["-d", str(root), "-c", "2d", "3d_fullres", "--no-preprocess", "-np", "1",
+            "--overwrite"]
+    got = {}
+    for preset in ("plain", "resenc_m", "resenc_l"):
+        code, out, err = run_main(main, [*base, "--preset", preset], capsys)
+        assert code == 0, err
+        got[preset] = Plans.load(plans_path)
+        net = "plain_unet" if preset == "plain" else "resenc_unet"
+        assert f"{got[preset].plans_name} for {root.name} (network {net}, GPU memory" in out
+    plain, m, big = got["plain"], got["resenc_m"], got["resenc_l"]
+    assert (plain.plans_name, m.plans_name, big.plans_name) == (
+        "sslunetPlans", "sslunetResEncMPlans", "sslunetResEncLPlans")
+    assert (plain.gpu_memory_gb, m.gpu_memory_gb, big.gpu_memory_gb) == (8.0, 8.0, 24.0)
+    for name, c in m.configurations.items():
+        p = plain.configurations[name]
+        assert p.network == "plain_unet" and c.network == "resenc_unet"
+        assert c.n_conv_per_stage_encoder == (1, 3, 4, 6, 6, 6, 6)[:c.num_stages]
+        assert c.n_conv_per_stage_decoder == (1,) * (c.num_stages - 1)
+        assert c.patch_size == p.patch_size and c.data_identifier == p.data_identifier
+        assert c.batch_size > p.batch_size, name
+        assert c.vram_estimate * c.batch_size > p.vram_estimate * p.batch_size
+    code, _, err = run_main(main, [*base, "--preset", "resenc_xl"], capsys)
+    assert code == 2 and "invalid choice: 'resenc_xl'" in err
+
+
 # --------------------------------------------------------------------------- outputs, resuming
 
 

@@ -235,12 +235,14 @@ def write_raw_dataset(
 
 def shrink_configuration(config: ConfigurationPlan, features: Sequence[int] = FEATURES,
                          max_patch: Sequence[int] | None = None,
-                         batch_size: int = 2) -> ConfigurationPlan:
+                         batch_size: int = 2,
+                         n_conv_encoder: Sequence[int] | None = None) -> ConfigurationPlan:
     """Fewer, narrower stages and a smaller patch, keeping the patch divisible by the strides.
 
     The first ``len(features)`` stages of the planned topology are kept, with one convolution
-    per stage; each patch axis is capped (32 in-plane, 4 along z by default) and rounded down
-    to a multiple of the remaining total downsampling.
+    per stage (``n_conv_encoder``: per encoder stage instead, e.g. residual blocks); each patch
+    axis is capped (32 in-plane, 4 along z by default) and rounded down to a multiple of the
+    remaining total downsampling. The planned network is kept.
     """
     n = len(features)
     pools = tuple(config.pool_op_kernel_sizes[:n])
@@ -251,22 +253,25 @@ def shrink_configuration(config: ConfigurationPlan, features: Sequence[int] = FE
     return dataclasses.replace(
         config, patch_size=patch, batch_size=batch_size, features_per_stage=tuple(features),
         pool_op_kernel_sizes=pools, conv_kernel_sizes=tuple(config.conv_kernel_sizes[:n]),
-        n_conv_per_stage_encoder=(1,) * n, n_conv_per_stage_decoder=(1,) * (n - 1))
+        n_conv_per_stage_encoder=tuple(n_conv_encoder or (1,) * n),
+        n_conv_per_stage_decoder=(1,) * (n - 1))
 
 
 def plan_dataset(raw: Path, paths: Paths, configurations: Sequence[str] = ("2d", "3d_fullres"),
-                 preprocess: bool = True, shrink: dict | None = None) -> Plans:
-    """Plan (and preprocess) ``raw`` into ``paths.preprocessed`` with the real planner.
+                 preprocess: bool = True, shrink: dict | None = None,
+                 preset: str = "plain") -> Plans:
+    """Plan (and preprocess) ``raw`` into ``paths.preprocessed`` with the real planner
+    (``preset``: a planner preset, e.g. ``resenc_m``).
 
-    With ``shrink`` (keywords ``features``, ``batch_size`` and ``max_patch``, a
-    ``{configuration: patch cap}`` mapping), every configuration is shrunk with
+    With ``shrink`` (keywords ``features``, ``batch_size``, ``n_conv_encoder`` and
+    ``max_patch``, a ``{configuration: patch cap}`` mapping), every configuration is shrunk with
     :func:`shrink_configuration` and ``plans.json`` is rewritten. Returns the plans.
     """
     from sslunet.planning.api import PlanOptions, plan_and_preprocess
 
     plans = plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
         configurations=tuple(configurations), num_processes=1, progress=False,
-        preprocess=preprocess))
+        preprocess=preprocess, preset=preset))
     if shrink is not None:
         caps = shrink.get("max_patch") or {}
         kwargs = {k: v for k, v in shrink.items() if k != "max_patch"}
@@ -304,8 +309,11 @@ def build_tiny_home(home: Path, configurations: tuple[str, ...] = ("2d", "3d_ful
 
 
 def build_stack_home(home: Path, n_labelled: int = 4, n_unlabeled: int = 4,
-                     name: str = STACK) -> tuple[Paths, Plans]:
-    """Write, plan and preprocess the stack dataset under ``home``; shrink its plans."""
+                     name: str = STACK, preset: str = "plain",
+                     n_conv_encoder: Sequence[int] | None = None) -> tuple[Paths, Plans]:
+    """Write, plan (with planner ``preset``) and preprocess the stack dataset under ``home``;
+    shrink its plans (``n_conv_encoder``: convs or residual blocks per encoder stage, default
+    one each)."""
     rng = np.random.default_rng(0)
 
     def case(index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -316,8 +324,8 @@ def build_stack_home(home: Path, n_labelled: int = 4, n_unlabeled: int = 4,
     raw = write_raw_dataset(paths.raw, name, n_labelled, n_unlabeled,
                             spacing=(1.0, 1.0, 3.0), labels={"background": 0, "core": 1},
                             case=case)
-    plans = plan_dataset(raw, paths, tuple(STACK_PATCHES), shrink=dict(
-        features=FEATURES, batch_size=8, max_patch=STACK_PATCHES))
+    plans = plan_dataset(raw, paths, tuple(STACK_PATCHES), preset=preset, shrink=dict(
+        features=FEATURES, batch_size=8, max_patch=STACK_PATCHES, n_conv_encoder=n_conv_encoder))
     return paths, plans
 
 

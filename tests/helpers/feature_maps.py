@@ -24,9 +24,11 @@ def conv_feature_map_size(plan: ConfigurationPlan, num_input_channels: int, num_
     its output. That covers every encoder conv (the strided first conv of a stage at its
     downsampled size), every decoder transposed conv and conv, and the segmentation layers that
     the forward pass actually runs: all of them with ``deep_supervision=True``, only the
-    full-resolution one without. Normalisation and nonlinearity outputs are not counted, nor is
-    the input. This is what nnU-Net's ``compute_conv_feature_map_size`` counts; its planner
-    builds the network without deep supervision, hence the default here.
+    full-resolution one without; for the residual-encoder U-Net also the stem and the skips'
+    1x1 projections. Normalisation, pooling and nonlinearity outputs are not counted, nor is
+    the input. This is what nnU-Net's ``compute_conv_feature_map_size`` counts (except that
+    its residual block also counts a skip that only pools); its planner builds the network
+    without deep supervision, hence the default here.
 
     Args:
         plan: the configuration whose ``patch_size`` and topology are measured.

@@ -1,4 +1,8 @@
-"""Tests for sslunet.networks.unet: the plan-built U-Net, and the VRAM proxy counted on it."""
+"""Tests for sslunet.networks.unet: the plan-built U-Net, and the VRAM proxy counted on it.
+
+The contract tests (fixture ``plan``) run on every registered network; those about the plain
+U-Net's layers and count (fixture ``plain_plan``) on it alone (the residual-encoder U-Net's are
+in ``test_resenc.py``)."""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from torch import nn
 
 from sslunet.errors import InputError
 from sslunet.networks import (
-    PlainConvUNet,
     build_network,
+    get_network,
     list_networks,
 )
 from sslunet.plans import ConfigurationPlan
@@ -41,6 +45,11 @@ CASE_IDS = [f"{name}-{key}" for name, key in CASES]
 def plan(request) -> ConfigurationPlan:
     name, key = request.param
     return dataclasses.replace(PLANS[key], network=name)
+
+
+@pytest.fixture(params=sorted(PLANS))
+def plain_plan(request) -> ConfigurationPlan:
+    return PLANS[request.param]
 
 
 def test_deep_supervision_outputs_and_features(plan):
@@ -83,6 +92,13 @@ def test_deep_supervision_switch(plan):
 
 def test_backward_reaches_every_parameter(plan):
     net = build_network(plan, 1, 2)
+    # A residual encoder zero-initialises the last norm of each residual branch (blocks start
+    # as their skip), which by design stops the gradient to the branch at step 0; give those
+    # norms weight 1 so that the test checks what it is about: every parameter is in the graph.
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("norm.weight") and not p.any():
+                p.fill_(1.0)
     out = net(torch.randn(2, 1, *plan.patch_size))
     sum(o.square().mean() for o in out).backward()
     for name, p in net.named_parameters():
@@ -120,7 +136,7 @@ def test_num_classes_only_changes_seg_layers(plan):
     assert two.keys() == five.keys()
     changed = {k for k in two if two[k].shape != five[k].shape}
     assert changed == {k for k in two if k.startswith("decoder.seg_layers.")}
-    assert all(k.startswith(PlainConvUNet.task_specific_prefixes) for k in changed)
+    assert all(k.startswith(get_network(plan.network).task_specific_prefixes) for k in changed)
     # seg layers are 1x1(x1) convs, one per decoder stage
     assert {five[k].shape[2:] for k in changed if k.endswith("weight")} == {(1,) * plan.ndim}
     assert len([k for k in changed if k.endswith("weight")]) == plan.num_stages - 1
@@ -130,10 +146,11 @@ def test_input_channels_only_change_the_input_conv(plan):
     one = build_network(plan, 1, 2).state_dict()
     three = build_network(plan, 3, 2).state_dict()
     changed = {k for k in one if one[k].shape != three[k].shape}
-    assert changed == {f"{PlainConvUNet.input_conv_key}.weight"}
+    assert changed == {f"{get_network(plan.network).input_conv_key}.weight"}
 
 
-def test_layer_configuration(plan):
+def test_layer_configuration(plain_plan):
+    plan = plain_plan
     net = build_network(plan, 1, 2)
     conv_t = nn.Conv2d if plan.ndim == 2 else nn.Conv3d
     for i, stage in enumerate(net.encoder.stages):
@@ -188,9 +205,9 @@ def naive_feature_map_size(plan: ConfigurationPlan, in_ch: int, n_cls: int, ds: 
 
 
 @pytest.mark.parametrize("ds", [False, True])
-def test_conv_feature_map_size_matches_naive_count(plan, ds):
-    assert conv_feature_map_size(plan, 2, 3, deep_supervision=ds) == naive_feature_map_size(
-        plan, 2, 3, ds)
+def test_conv_feature_map_size_matches_naive_count(plain_plan, ds):
+    assert conv_feature_map_size(plain_plan, 2, 3, deep_supervision=ds) == \
+        naive_feature_map_size(plain_plan, 2, 3, ds)
 
 
 def test_conv_feature_map_size_known_answer():

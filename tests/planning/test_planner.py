@@ -1,4 +1,5 @@
-"""Planner rules (nnU-Net v2's default planner, anchors note §2b) on hand-built fingerprints.
+"""Planner rules (nnU-Net v2's default planner and its ResEnc presets, anchors note §2b) on
+hand-built fingerprints.
 
 No files are read: every test builds :class:`Fingerprint` objects directly (see
 :mod:`tests.helpers.fingerprints`; fixture ``planned``), so each rule is checked in isolation
@@ -15,13 +16,18 @@ import pytest
 
 from sslunet.planning.planner import (
     MAX_DATASET_COVERED,
+    PRESETS,
     REFERENCE_BATCH,
     REFERENCE_GB,
     REFERENCE_VALUE,
     fullres_target_spacing,
     plan_experiment,
 )
-from sslunet.planning.topology import conv_feature_map_size, plan_topology
+from sslunet.planning.topology import (
+    conv_feature_map_size,
+    plan_topology,
+    resenc_feature_map_size,
+)
 from tests.helpers.fingerprints import SCENARIOS, cmr_like, make_fingerprint, uniform
 
 
@@ -315,3 +321,107 @@ def test_overridden_target_spacing_sets_spacing_and_shrinks_images():
     for got, full in zip(c2d.median_image_size, default.median_image_size):
         assert got == pytest.approx(full * default.spacing[0] / 2.5, abs=1)
     assert all(p <= q for p, q in zip(c2d.patch_size, default.patch_size))
+
+
+# --------------------------------------------------------------------------- ResEnc presets
+
+
+def preset_reference(preset: str, ndim: int, gpu_gb: float | None = None) -> float:
+    p = PRESETS[preset]
+    return p.reference_value[ndim] * (gpu_gb or p.reference_gb) / p.reference_gb
+
+
+def resenc_blocks(n: int) -> tuple[int, ...]:
+    return tuple((1, 3, 4, 6)[min(i, 3)] for i in range(n))
+
+
+def test_default_preset_is_plain_and_unknown_presets_are_refused():
+    from sslunet.errors import SettingError
+    from sslunet.planning.api import PlanOptions
+
+    fp = cmr_like()
+    default = plan_experiment(fp)
+    assert default == plan_experiment(fp, 8.0, preset="plain")
+    assert default.plans_name == "sslunetPlans" and default.gpu_memory_gb == 8.0
+    assert {c.network for c in default.configurations.values()} == {"plain_unet"}
+    assert PlanOptions().preset == "plain" and PlanOptions().gpu_memory_gb is None
+    with pytest.raises(SettingError, match="resenc_xl.*plain, resenc_m, resenc_l"):
+        plan_experiment(fp, preset="resenc_xl")
+    with pytest.raises(SettingError, match="unknown planner preset"):
+        PlanOptions(preset="resenc")
+
+
+@pytest.mark.parametrize("preset, plans_name, gb", [("resenc_m", "sslunetResEncMPlans", 8.0),
+                                                    ("resenc_l", "sslunetResEncLPlans", 24.0)])
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_resenc_presets_plan_the_residual_network(planned_resenc, scenario, preset, plans_name,
+                                                  gb):
+    _, plans = planned_resenc[scenario, preset]
+    assert plans.plans_name == plans_name and plans.gpu_memory_gb == gb
+    assert plans.problems() == []
+    for name, c in plans.configurations.items():
+        assert c.network == "resenc_unet"
+        assert c.n_conv_per_stage_encoder == resenc_blocks(c.num_stages)  # 1, 3, 4, 6, 6, ...
+        assert c.n_conv_per_stage_decoder == (1,) * (c.num_stages - 1)
+        cap = 320 if c.ndim == 3 else 512
+        assert c.features_per_stage == tuple(min(32 * 2 ** i, cap) for i in range(c.num_stages))
+        # 2d and 3d_fullres data are the plain preset's; 3d_lowres spacing is the preset's own
+        own = plans_name if name == "3d_lowres" else "sslunetPlans"
+        assert c.data_identifier == f"{own}_{name}"
+
+
+def test_resenc_shrinks_while_estimate_exceeds_reference(planned_resenc):
+    """nnU-Net's ResEnc loop: shrink while ``estimate > reference`` (no ``/ref_bs*2``), and
+    stop at the first patch that fits: one more divisibility step breaks the budget."""
+    fp, plans = planned_resenc["huge", "resenc_m"]
+    for c in plans.configurations.values():
+        assert c.vram_estimate <= preset_reference("resenc_m", c.ndim)
+    full = plans.configurations["3d_fullres"]
+    assert math.prod(full.patch_size) < 256 ** 3
+    grown = list(full.patch_size)
+    axis = int(np.argmin(np.asarray(grown) / np.asarray(full.median_image_size)))
+    grown[axis] += full.total_downsampling[axis]
+    topo = plan_topology(full.spacing, grown)
+    feats = tuple(min(32 * 2 ** i, 320) for i in range(topo.num_stages))
+    assert resenc_feature_map_size(topo, feats, len(fp.labels), resenc_blocks(topo.num_stages),
+                                   1) > preset_reference("resenc_m", 3)
+    # in 2D the plain loop lets the patch cost up to 6x the reference (batch 2 of 12 fits);
+    # ResEnc's does not
+    two_d = plans.configurations["2d"]
+    assert two_d.vram_estimate <= preset_reference("resenc_m", 2)
+    assert two_d.batch_size >= REFERENCE_BATCH[2]
+
+
+@pytest.mark.parametrize("preset, gb", [("resenc_m", None), ("resenc_l", None),
+                                        ("resenc_m", 16.0)])
+@pytest.mark.parametrize("scenario", ["huge", "isotropic", "cmr_like", "tiny", "mixed_spacing"])
+def test_resenc_batch_size_uses_the_reference_and_no_5_percent_cap(scenario, preset, gb):
+    fp = SCENARIOS[scenario]()
+    plans = plan_experiment(fp, gb, preset=preset)
+    assert plans.gpu_memory_gb == (gb or PRESETS[preset].reference_gb)
+    n_vox = math.prod(plans.configurations["3d_fullres"].median_image_size) * len(fp.cases)
+    for name, c in plans.configurations.items():
+        if name == "3d_lowres":
+            continue
+        ref = preset_reference(preset, c.ndim, gb)
+        assert c.vram_estimate <= ref
+        by_memory = round(ref / c.vram_estimate * REFERENCE_BATCH[c.ndim])
+        cap = round(n_vox * 1.0 / math.prod(c.patch_size))  # nnU-Net's max_dataset_covered = 1
+        assert c.batch_size == max(min(by_memory, cap), 2), name
+
+
+@pytest.mark.parametrize("scenario", ["huge", "isotropic", "cmr_like", "mixed_spacing"])
+def test_resenc_presets_target_larger_budgets_than_plain(scenario):
+    """M is calibrated for the plain preset's 8 GB but with a larger proxy reference (its network
+    costs more per voxel); L for 24 GB. With enough cases that no dataset cap binds, the memory
+    a batch is planned to use (``vram_estimate * batch_size``) grows plain < M < L."""
+    fp = dataclasses.replace(SCENARIOS[scenario](), cases=SCENARIOS[scenario]().cases * 100)
+    for ndim in (2, 3):
+        assert PRESETS["plain"].reference_value[ndim] < PRESETS["resenc_m"].reference_value[ndim] \
+            < PRESETS["resenc_l"].reference_value[ndim]
+    used = {p: {n: c.vram_estimate * c.batch_size
+                for n, c in plan_experiment(fp, preset=p).configurations.items()
+                if n != "3d_lowres"}
+            for p in ("plain", "resenc_m", "resenc_l")}
+    for name in used["plain"]:
+        assert used["plain"][name] < used["resenc_m"][name] < used["resenc_l"][name], name
