@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from sslunet.errors import InputError
+from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.trainer import Trainer
 from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides, trained_home
@@ -100,3 +101,18 @@ def test_finetune_with_recipe_freezes_resumes_and_records(tmp_path_factory, tmp_
     final = torch.load(out / "checkpoint_final.pt", weights_only=True)
     groups = final["optimizer"]["param_groups"]
     assert {g["name"]: g["lr_scale"] for g in groups}["encoder_pretrained"] == 0.1
+
+
+def test_the_same_run_twice_gives_bit_identical_weights(tmp_path_factory, tmp_path):
+    """Seeds fix everything that is drawn (labelled subset, head init, batches, augmentation,
+    worker streams): two identical runs on one machine end with the same weights, bit for bit.
+    (Across CPU models, kernels sum in other orders and short runs diverge: see docs/payoff.md.)"""
+    paths = tiny_home(tmp_path_factory, tmp_path / "home")
+    weights = []
+    for k in range(2):
+        run_dir = finetune(paths, FinetuneOptions(
+            DATASET, "2d", validate=False, model_dir=str(tmp_path / f"model{k}"),
+            overrides=tiny_overrides(epochs=2, iters_per_epoch=3, num_workers=1)))
+        weights.append(load_checkpoint(run_dir / "checkpoint_final.pt")["network_weights"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
