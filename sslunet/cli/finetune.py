@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the final sliding-window validation")
     p.add_argument("--disable-tta", action="store_true",
                    help="no mirroring test-time augmentation in the final validation")
+    p.add_argument("--npz", action="store_true",
+                   help="keep the validation cases' class probabilities (fold_K/validation/"
+                        "CASE.npz): sslunet_find_best needs them to try ensembles")
     add_training_args(p)
     add_recipe_args(p)
     return p
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
             dataset=name, configuration=args.configuration, fold=args.fold, init=args.init,
             num_labeled=args.num_labeled, seed=args.seed, device=args.device,
             continue_training=args.continue_training, validate=not args.no_validation,
-            tta=not args.disable_tta, overrides=training_overrides(args))
+            tta=not args.disable_tta, save_probabilities=args.npz,
+            overrides=training_overrides(args))
         try:
             run_dir = finetune(paths, opts, dist_ctx)
         finally:

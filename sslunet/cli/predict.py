@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="folder for the masks (created; must not be inside the input folder)")
     p.add_argument("-d", "--dataset", help="dataset ID, name or folder name (to find its model)")
-    p.add_argument("-m", "--model", type=Path, help="model folder (with fold_*) or fold folder")
+    p.add_argument("-m", "--model", type=Path, nargs="+",
+                   help="model folder (with fold_*) or fold folder; several model folders, or "
+                        "an ensemble folder from sslunet_find_best: their probabilities are "
+                        "averaged (an ensemble of configurations)")
     p.add_argument("-f", "--folds", nargs="+", type=fold,
                    help="folds to ensemble, e.g. 0 1 2 or all (default: every finished fold)")
     p.add_argument("--checkpoint", choices=["final", "best"], default="final",
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         folds = tuple(str(f) for f in args.folds) if args.folds else None
         opts = PredictOptions(
             input_dir=args.input, output_dir=args.output, dataset=args.dataset,
-            model=args.model, folds=folds, checkpoint=args.checkpoint,
+            model=args.model[0] if args.model else None,
+            ensemble=tuple(args.model[1:]) if args.model else (), folds=folds, checkpoint=args.checkpoint,
             step_size=args.step_size, tta=not args.disable_tta,
             save_probabilities=args.save_probabilities, overwrite=args.overwrite,
             device=args.device, num_processes=args.num_processes,

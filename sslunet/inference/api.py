@@ -53,6 +53,7 @@ from sslunet.inference.models import (
     load_model,
     model_file_ending,
 )
+from sslunet.inference.ensemble import is_ensemble_folder, member_models, predict_ensemble
 from sslunet.inference.postprocessing import PostprocessingPlan, describe, model_postprocessing
 from sslunet.inference.predictor import (
     export_probabilities,
@@ -94,6 +95,9 @@ class PredictOptions:
     num_processes: int = 2  # export worker processes; 0 exports in one background thread
     progress: bool = True
     postprocessing: bool = True  # apply the model's postprocessing.json when it has one
+    # more model folders whose probabilities are averaged with ``model``'s (an ensemble); an
+    # ensemble folder written by sslunet_find_best as ``model`` names its members itself
+    ensemble: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class PredictionSummary:
     output_dir: Path
     predicted: tuple[str, ...]
     skipped: tuple[str, ...]  # outputs already present (no ``overwrite``)
-    model: LoadedModel
+    model: LoadedModel | None  # None for an ensemble (each member loads its own)
 
 
 # ------------------------------------------------------------------------- input listing
@@ -330,6 +334,22 @@ def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptio
 
 
 def predict_folder(paths: Paths, opts: PredictOptions) -> PredictionSummary:
+    """Predict with one model, or average an ensemble's probabilities (see :func:`_predict`)."""
+    members = [Path(m) for m in ((opts.model,) if opts.model else ()) + tuple(opts.ensemble)]
+    post = None
+    if opts.model is not None and is_ensemble_folder(opts.model):
+        post = model_postprocessing(opts.model) if opts.postprocessing else None
+        members = member_models(opts.model) + members[1:]
+    if len(members) < 2:
+        return _predict(paths, opts)
+    check_folders(opts.input_dir, opts.output_dir)
+    print(f"ensemble of {len(members)} models: " + ", ".join(m.name for m in members),
+          file=sys.stderr)
+    predicted, skipped = predict_ensemble(opts, members, post, partial(_predict, paths))
+    return PredictionSummary(Path(opts.output_dir), tuple(predicted), tuple(skipped), None)
+
+
+def _predict(paths: Paths, opts: PredictOptions) -> PredictionSummary:
     """Predict every case of ``opts.input_dir`` into ``opts.output_dir``.
 
     Cases whose outputs exist are skipped unless ``opts.overwrite``. Bad input is an

@@ -36,6 +36,7 @@ TEST_DIR = "test"  # a study's test-set predictions + summary.json
 SUMMARY = "summary.json"  # what sslunet_evaluate writes into a prediction folder
 FOLD_PREFIX = "fold_"
 POSTPROCESSING = "postprocessing.json"  # a model folder's post-processing decision
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder's member models
 PLANS_FILE = "plans.json"  # a model folder's copy of the plans it was trained with
 DATASET_FILE = "dataset.json"  # ... and of its dataset.json (labels, file ending)
 
@@ -50,6 +51,11 @@ def finetune_model_dir(paths: Paths, dataset: str, init: str, configuration: str
     n = "all" if num_labeled is None else str(num_labeled)
     tag = f"{init_tag(init)}__{configuration}__{n}" + (f"__seed{seed}" if seed else "")
     return paths.results / dataset / "finetune" / tag
+
+
+def ensemble_dir(paths: Paths, dataset: str, members: Iterable[str]) -> Path:
+    """``results/<dataset>/ensembles/<A>+<B>/`` for member model folder names A, B."""
+    return paths.results / dataset / "ensembles" / "+".join(members)
 
 
 def fold_dir(model_dir: Path, fold: int | str) -> Path:

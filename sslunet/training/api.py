@@ -59,6 +59,7 @@ class FinetuneOptions:
     continue_training: bool = False
     validate: bool = True  # full sliding-window validation in original geometry at the end
     tta: bool = True  # mirroring test-time augmentation in that validation
+    save_probabilities: bool = False  # keep validation probabilities (CASE.npz) for ensembling
     # TrainingConfig fields to change (a {field: value} dict is converted; unknown fields and
     # out-of-range values are refused here, at construction)
     overrides: TrainingOverrides = field(default_factory=TrainingOverrides)
@@ -150,7 +151,8 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
                     f"device {device}, {cfg.epochs} epochs x {cfg.iters_per_epoch} iterations")
     trainer.fit(resume=opts.continue_training)
     if opts.validate and dist_ctx.is_main:
-        validate_run(network, plans, config, pre, val_ids, run_dir, device, opts.tta)
+        validate_run(network, plans, config, pre, val_ids, run_dir, device, opts.tta,
+                     opts.save_probabilities)
         post = update_model_postprocessing(model_dir, pre / "gt_segmentations", plans.labels,
                                            read_json(pre / "dataset.json")["file_ending"])
         if post is not None:

@@ -370,3 +370,30 @@ def test_stored_postprocessing_is_applied_unless_turned_off(home, tmp_path, caps
     (model_dir / "postprocessing.json").write_text("{")  # damaged: refused before any output
     code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "bad", "-m", model_dir)
     assert code == 2 and "postprocessing.json" in err and not (tmp_path / "bad").exists()
+
+
+# --------------------------------------------------------------------------- ensembles
+def test_several_models_average_their_probabilities_in_image_space(home, tmp_path, capsys):
+    inp = copy_cases(home, tmp_path / "in", ("case_001", "case_002"))
+    two, three = model(home, "2d"), model(home, "3d_fullres")
+    for name, m in (("2d", two), ("3d", three)):
+        code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / name, "-m", m,
+                               "--save-probabilities", "--no-postprocessing")
+        assert code == 0, err
+    code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "ens", "-m", two, three,
+                           "--save-probabilities")
+    assert code == 0 and "ensemble of 2 models" in err, err
+    for case in ("case_001", "case_002"):
+        mean = (probabilities(tmp_path / "2d" / f"{case}.npz")
+                + probabilities(tmp_path / "3d" / f"{case}.npz")) / 2
+        got = mask(tmp_path / "ens" / f"{case}.nii.gz")
+        np.testing.assert_array_equal(got, mean.argmax(0))
+        assert_same_geometry(tmp_path / "ens" / f"{case}.nii.gz", inp / f"{case}_0000.nii.gz")
+        np.testing.assert_allclose(probabilities(tmp_path / "ens" / f"{case}.npz"), mean,
+                                   atol=2e-3)  # stored as float16
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == [
+        "case_001.nii.gz", "case_001.npz", "case_002.nii.gz", "case_002.npz"]  # work folder gone
+    # an incompatible member is refused before anything is written
+    code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "bad", "-m", two,
+                           str(home / "two_channels"))
+    assert code == 2 and "cannot be ensembled" in err and not (tmp_path / "bad").exists()
