@@ -78,7 +78,7 @@ def checkpoint_path(run_dir: Path, kind: str = "final") -> Path:
 # ----------------------------------------------------------------------------- --init
 def is_checkpoint_path(init: str) -> bool:
     """Whether ``--init`` names a checkpoint file (else ``random`` or an objective name)."""
-    return "/" in init or "\\" in init or init.endswith(".pt")
+    return "/" in init or "\\" in init or init.endswith((".pt", ".pth"))
 
 
 def init_tag(init: str) -> str:

@@ -24,7 +24,6 @@ from sslunet.paths import (
 )
 from sslunet.planning.splits import fold_cases
 from sslunet.preprocessing.storage import load_plans, preprocessed_dir
-from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import (
     PRETRAIN_CONFIG,
     RUN_CONFIG,
@@ -35,9 +34,15 @@ from sslunet.runs.layout import (
     is_checkpoint_path,
     pretrain_dir,
 )
+from sslunet.runs.nnunet import load_init_checkpoint
 from sslunet.ssl import api as ssl_api  # the module: tests replace ssl_api.pretrain
 from sslunet.ssl.objectives import get_objective, list_objectives
-from sslunet.study.collect import collect_run, prepare_test_cases, run_row, write_outputs
+from sslunet.study.collect import (
+    collect_run,
+    prepare_test_cases,
+    run_row,
+    write_outputs,
+)
 from sslunet.training.api import FinetuneOptions, finetune, training_config
 from sslunet.training.config import TrainingOverrides, options_record
 from sslunet.training.pretrained import check_compatible
@@ -242,7 +247,7 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
         if is_objective(init):
             raise InputError(f"--inits: unknown init {init!r}; use 'random', a pretraining "
                              f"objective ({', '.join(objectives)}) or a checkpoint path")
-        check_compatible(load_checkpoint(init, purpose="init"), config, Path(init))
+        check_compatible(load_init_checkpoint(init), config, Path(init))
     for fold in opts.folds:
         n_train = len(fold_cases(pre, "all" if fold == "all" else _fold_number(fold))[0])
         for budget in opts.budgets:

@@ -22,7 +22,6 @@ from sslunet.paths import Paths, check_writable_folder
 from sslunet.planning.splits import choose_labeled, fold_cases
 from sslunet.plans import ConfigurationPlan
 from sslunet.preprocessing.storage import load_plans, preprocessed_dir
-from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import (
     DATASET_FILE,
     LABELED_CASES,
@@ -35,8 +34,13 @@ from sslunet.runs.layout import (
     fold_dir,
     resolve_init,
 )
+from sslunet.runs.nnunet import load_init_checkpoint
 from sslunet.training.config import (
-    TrainingConfig, TrainingOverrides, finetune_defaults, options_record, scaled_warmup,
+    TrainingConfig,
+    TrainingOverrides,
+    finetune_defaults,
+    options_record,
+    scaled_warmup,
 )
 from sslunet.training.distributed import DistContext, barrier, init_distributed
 from sslunet.training.param_groups import finetune_groups
@@ -124,8 +128,7 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
                             cfg.deep_supervision, seed=opts.seed)
     report = None
     if init_ckpt is not None:
-        report = load_pretrained(network, load_checkpoint(init_ckpt, purpose="init"), config,
-                                 init_ckpt)
+        report = load_pretrained(network, load_init_checkpoint(init_ckpt), config, init_ckpt)
     if dist_ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         plans.save(model_dir / PLANS_FILE)
