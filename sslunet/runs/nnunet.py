@@ -25,7 +25,10 @@ from pathlib import Path
 import torch
 
 from sslunet.errors import InputError
+from sslunet.networks import build_network
+from sslunet.plans import Plans
 from sslunet.runs.checkpoint import FORMAT, VERSION, load_checkpoint
+from sslunet.utils.atomic import atomic_path
 
 NUMPY_DTYPES = ("Float16", "Float32", "Float64", "Int8", "Int16", "Int32", "Int64", "UInt8",
                 "UInt16", "UInt32", "UInt64", "Bool")
@@ -102,3 +105,59 @@ def load_init_checkpoint(path: str | Path) -> dict:
     """What ``--init PATH`` loads: an nnU-Net v2 ``.pth`` or an sslunet checkpoint."""
     from_nnunet = is_nnunet_checkpoint(path)
     return load_nnunet_checkpoint(path) if from_nnunet else load_checkpoint(path, purpose="init")
+
+
+# ----------------------------------------------------------------------------- to nnU-Net
+_OURS_TO_NNUNET = (  # (pattern, replacement) on our names; first match wins
+    (re.compile(r"^encoder\.stem\.(conv|norm)\."), r"encoder.stem.convs.0.\1."),
+    (re.compile(r"^encoder\.stages\.(\d+)\.(\d+)\.(conv1|conv2)\."),
+     r"encoder.stages.\1.blocks.\2.\3."),
+    (re.compile(r"^encoder\.stages\.(\d+)\.(\d+)\.(conv|norm)\."), r"encoder.stages.\1.0.convs.\2.\3."),
+    (re.compile(r"^decoder\.stages\.(\d+)\.(\d+)\.(conv|norm)\."), r"decoder.stages.\1.convs.\2.\3."),
+)
+_SKIP = re.compile(r"^encoder\.stages\.(\d+)\.(\d+)\.skip\.proj\.(.*)$")
+_IN_CONV_BLOCK = re.compile(r"\.(conv|norm)\.(weight|bias)$")
+
+
+def nnunet_state_dict(network: torch.nn.Module) -> dict:
+    """Our network's weights under nnU-Net v2's parameter names, with the duplicates nnU-Net
+    stores (``all_modules``, ``decoder.encoder``): what ``nnUNetv2_train -pretrained_weights``
+    expects of a network of the same architecture (it requires every name but the heads')."""
+    out = {}
+    for key, tensor in network.state_dict().items():
+        skip = _SKIP.match(key)
+        if skip:  # nnU-Net's skip is Sequential(pool?, conv): the conv's index says if it pools
+            s, b, rest = skip.groups()
+            pooled = "pool" in dict(network.encoder.stages[int(s)][int(b)].skip.named_children())
+            name = f"encoder.stages.{s}.blocks.{b}.skip.{int(pooled)}.{rest}"
+        else:
+            name = next((p.sub(r, key, count=1) for p, r in _OURS_TO_NNUNET if p.match(key)), key)
+        names = [name]
+        if _IN_CONV_BLOCK.search(name) and not name.startswith(("decoder.transpconvs",
+                                                                "decoder.seg_layers")):
+            layer = "0" if _IN_CONV_BLOCK.search(name).group(1) == "conv" else "1"
+            names.append(_IN_CONV_BLOCK.sub(rf".all_modules.{layer}.\2", name))
+        names += [f"decoder.{n}" for n in names if n.startswith("encoder.")]
+        out.update({n: tensor.detach().clone() for n in names})
+    return out
+
+
+def export_for_nnunet(network: torch.nn.Module, out_file: Path) -> None:
+    """Write ``{"network_weights": ...}`` for ``nnUNetv2_train -pretrained_weights OUT``."""
+    with atomic_path(Path(out_file), suffix=".pth") as tmp:
+        torch.save({"network_weights": nnunet_state_dict(network)}, tmp)
+
+
+def export_pretrained(checkpoint: Path, out_file: Path) -> Path:
+    """An sslunet checkpoint (a pretraining's, or a fold's) as nnU-Net pretrained weights; the
+    network is rebuilt from the plans the checkpoint carries."""
+    ckpt = load_checkpoint(checkpoint, purpose="init")
+    plans = ckpt.get("plans")
+    if not isinstance(plans, dict) or "num_input_channels" not in ckpt:
+        raise InputError("checkpoint carries no plans to rebuild its network from", checkpoint)
+    config = Plans.from_dict(plans).configuration(ckpt["configuration"])
+    heads = [t for k, t in ckpt["network_weights"].items() if k.startswith("decoder.seg_layers.")]
+    network = build_network(config, ckpt["num_input_channels"], heads[0].shape[0] if heads else 2)
+    network.load_state_dict(ckpt["network_weights"])
+    export_for_nnunet(network, out_file)
+    return Path(out_file)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from sslunet.errors import InputError
 from sslunet.networks import build_network
 from sslunet.runs.layout import is_checkpoint_path
-from sslunet.runs.nnunet import load_init_checkpoint, load_nnunet_checkpoint, sslunet_name
+from sslunet.runs.nnunet import (
+    export_for_nnunet, load_init_checkpoint, load_nnunet_checkpoint, sslunet_name,
+)
 from sslunet.training.pretrained import load_pretrained
 from tests.helpers.networks import make_plan
 
@@ -80,3 +83,19 @@ def test_anything_but_plain_data_is_refused_unread(tmp_path, capsys):
     torch.save({"weights": {}}, tmp_path / "other.pth")
     with pytest.raises(InputError, match="no network_weights"):
         load_nnunet_checkpoint(tmp_path / "other.pth")
+
+
+@pytest.mark.parametrize("kind", ["plain", "resenc"])
+def test_export_gives_back_nnunets_own_state_dict(kind, tmp_path):
+    """nnU-Net -> ours -> nnU-Net names: every name nnU-Net stores (duplicates included), the
+    same tensors; so ``nnUNetv2_train -pretrained_weights`` accepts what we export."""
+    numpy_types = [np.dtype, np.dtypes.Float64DType, np.float64(0).__reduce__()[0]]
+    with torch.serialization.safe_globals(numpy_types):  # nnU-Net logs numpy floats
+        original = torch.load(FIXTURES / f"nnunet_{kind}.pth", weights_only=True)
+    original = original["network_weights"]
+    net = build_network(_plan(kind), 1, 3, deep_supervision=False)
+    net.load_state_dict(load_nnunet_checkpoint(FIXTURES / f"nnunet_{kind}.pth")["network_weights"])
+    export_for_nnunet(net, tmp_path / "pretrained.pth")
+    exported = torch.load(tmp_path / "pretrained.pth", weights_only=True)["network_weights"]
+    assert sorted(exported) == sorted(original)
+    assert all(torch.equal(exported[k], original[k]) for k in original)
