@@ -10,7 +10,7 @@ Subclasses (``PlainConvUNet``, ``ResidualEncoderUNet``) build ``self.encoder`` a
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +80,15 @@ class EncoderDecoderUNet(nn.Module):
         except ValueError as e:
             raise InputError(f"configuration '{plan.name}' cannot build {plan.network}: "
                              f"{e}") from e
+
+    def _assemble(self, encoder: Callable[[], nn.Module], decoder: Callable[[], nn.Module],
+                  initialise: Callable[[nn.Module], None]) -> None:
+        """Build ``self.encoder`` and ``self.decoder``, then ``initialise(self)``. PyTorch's
+        default layer init draws from the global RNG and is overwritten anyway: it runs on a
+        throw-away copy of the RNG state, so the caller's stream is left untouched."""
+        with torch.random.fork_rng(devices=[]):
+            self.encoder, self.decoder = encoder(), decoder()
+        initialise(self)
 
     @property
     def deep_supervision(self) -> bool:

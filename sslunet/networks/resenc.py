@@ -150,15 +150,17 @@ class ResidualEncoderUNet(EncoderDecoderUNet):
                  n_conv_decoder: Sequence[int], deep_supervision: bool = True, seed: int = 0):
         super().__init__(ndim, input_channels, num_classes, features_per_stage, strides,
                          kernel_sizes, n_conv_encoder, n_conv_decoder)
-        # PyTorch's default layer init draws from the global RNG and is overwritten below: run
-        # it on a throw-away copy of the RNG state.
-        with torch.random.fork_rng(devices=[]):
-            self.encoder = ResidualEncoder(ndim, input_channels, features_per_stage, strides,
-                                           kernel_sizes, n_conv_encoder)
-            self.decoder = UNetDecoder(ndim, features_per_stage, strides, kernel_sizes,
-                                       n_conv_decoder, num_classes, deep_supervision)
-        init_weights_he(self, torch.Generator(device="cpu").manual_seed(seed))
-        zero_last_branch_norms(self)
+        self._assemble(
+            lambda: ResidualEncoder(ndim, input_channels, features_per_stage, strides,
+                                    kernel_sizes, n_conv_encoder),
+            lambda: UNetDecoder(ndim, features_per_stage, strides, kernel_sizes, n_conv_decoder,
+                                num_classes, deep_supervision),
+            lambda net: _initialise(net, seed))
+
+
+def _initialise(net: nn.Module, seed: int) -> None:
+    init_weights_he(net, torch.Generator(device="cpu").manual_seed(seed))
+    zero_last_branch_norms(net)
 
 
 def zero_last_branch_norms(module: nn.Module) -> None:

@@ -199,14 +199,12 @@ class PlainConvUNet(EncoderDecoderUNet):
                  n_conv_decoder: Sequence[int], deep_supervision: bool = True, seed: int = 0):
         super().__init__(ndim, input_channels, num_classes, features_per_stage, strides,
                          kernel_sizes, n_conv_encoder, n_conv_decoder)
-        # PyTorch's default layer init draws from the global RNG; it is overwritten below, so
-        # run it on a throw-away copy of the RNG state to leave the caller's stream untouched.
-        with torch.random.fork_rng(devices=[]):
-            self.encoder = UNetEncoder(ndim, input_channels, features_per_stage, strides,
-                                       kernel_sizes, n_conv_encoder)
-            self.decoder = UNetDecoder(ndim, features_per_stage, strides, kernel_sizes,
-                                       n_conv_decoder, num_classes, deep_supervision)
-        init_weights_he(self, torch.Generator(device="cpu").manual_seed(seed))
+        self._assemble(
+            lambda: UNetEncoder(ndim, input_channels, features_per_stage, strides, kernel_sizes,
+                                n_conv_encoder),
+            lambda: UNetDecoder(ndim, features_per_stage, strides, kernel_sizes, n_conv_decoder,
+                                num_classes, deep_supervision),
+            lambda net: init_weights_he(net, torch.Generator(device="cpu").manual_seed(seed)))
 
 
 def init_weights_he(module: nn.Module, generator: torch.Generator,
