@@ -51,7 +51,7 @@ from torch import nn
 
 from sslunet.networks.base import EncoderDecoderUNet, Shape
 from sslunet.networks.registry import register_network
-from sslunet.networks.unet import ConvBlock, UNetDecoder, init_weights_he
+from sslunet.networks.unet import ConvBlock, UNetDecoder, init_weights_he, stage_outputs
 
 _AVG_POOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
@@ -126,12 +126,7 @@ class ResidualEncoder(nn.Module):
             ``(B, features_per_stage[i], *(patch // cumulative_stride[i]))``; the last entry is
             the bottleneck.
         """
-        x = self.stem(x)  # (B, features_per_stage[0], *patch)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+        return stage_outputs(self.stages, self.stem(x))  # stem: (B, features_per_stage[0], *patch)
 
 
 @register_network("resenc_unet")

@@ -76,6 +76,15 @@ def conv_stage(ndim: int, n_convs: int, in_channels: int, out_channels: int,
     ])
 
 
+def stage_outputs(stages: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``x`` through ``stages`` in turn and keep every stage's output (the skips)."""
+    features = []
+    for stage in stages:
+        x = stage(x)
+        features.append(x)
+    return features
+
+
 class UNetEncoder(nn.Module):
     """Strided-conv encoder; returns every stage's output (the skips and the bottleneck).
 
@@ -110,11 +119,7 @@ class UNetEncoder(nn.Module):
             ``(B, features_per_stage[i], *(patch // cumulative_stride[i]))``; the last entry is
             the bottleneck.
         """
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+        return stage_outputs(self.stages, x)
 
 
 class UNetDecoder(nn.Module):
