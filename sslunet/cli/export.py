@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sslunet.cli._common import run
+from sslunet.paths import check_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         # imported here: a bad argument is reported at once, without loading torch
-        from sslunet.paths import check_writable_folder
         from sslunet.runs.nnunet import export_pretrained
 
         check_writable_folder(args.out.parent if str(args.out.parent) else Path("."),

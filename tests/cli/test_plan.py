@@ -22,6 +22,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from sslunet.cli.plan import main
+from sslunet.dataset.raw import load_raw_dataset
+from sslunet.planning.fingerprint import extract_fingerprint
+from sslunet.planning.planner import plan_experiment
+from sslunet.plans import Plans
+from sslunet.preprocessing.api import preprocess_dataset
+from sslunet.preprocessing.storage import load_case
 from tests.helpers.cli import Probe, check_probe, refused, run_cli, run_probes, snapshot
 from tests.helpers.datasets import oblique_direction, write_image, write_raw_dataset
 from tests.helpers.paths import REPO, real_dataset
@@ -252,8 +259,6 @@ def test_broken_hand_edits_fail_cleanly(tmp_path, raw_dataset):
 
 
 def test_target_spacing_out_of_range_is_refused_with_exit_2(capsys):
-    from sslunet.cli.plan import main
-
     with pytest.raises(SystemExit) as e:
         main(["-d", "anything", "--target-spacing", "8", "0", "2.5"])
     assert e.value.code == 2
@@ -266,8 +271,6 @@ def test_preset_resenc_m_plans_the_residual_network_with_a_larger_budget(
     network with nnU-Net's block counts; on a tiny dataset its batch may cover the whole
     dataset (ResEnc presets drop the 5 % cap), so it plans larger batches than ``plain``;
     ``--preset resenc_l`` records its 24 GB budget; a bad preset is argparse's exit 2."""
-    from sslunet.cli.plan import main
-    from sslunet.plans import Plans
     from tests.helpers.cli import run_main
 
     root = raw_dataset(n_labelled=4, shape=(8, 32, 32))
@@ -408,11 +411,6 @@ def test_editing_plan_spacing_redoes_affected_cases(tmp_path, raw_dataset):
 
 @pytest.mark.realdata
 def test_brats_two_channels(tmp_path):
-    from sslunet.dataset.raw import load_raw_dataset
-    from sslunet.plans import Plans
-    from sslunet.preprocessing.api import preprocess_dataset
-    from sslunet.preprocessing.storage import load_case
-
     raw = real_dataset("Dataset004_BraTS6")
     home = tmp_path / "home"
     # the full run takes ~15 s on 2 cores; plan through the CLI, preprocess 1 case here
@@ -435,10 +433,6 @@ def test_brats_two_channels(tmp_path):
 
 @pytest.mark.realdata
 def test_cmr_plan_from_real_files():
-    from sslunet.dataset.raw import load_raw_dataset
-    from sslunet.planning.fingerprint import extract_fingerprint
-    from sslunet.planning.planner import plan_experiment
-
     ds = load_raw_dataset(real_dataset("Dataset002_CMR"))
     fp = extract_fingerprint(ds, num_processes=2, progress=False)
     assert len(fp.cases) == 35

@@ -25,6 +25,7 @@ import torch
 from sslunet.cli.predict import main
 from sslunet.dataset.imageio import read_array, read_header
 from sslunet.inference import api as predict_lib
+from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.inference.predictor import (
     export_probabilities,
     inference_config,
@@ -36,7 +37,12 @@ from sslunet.paths import Paths
 from sslunet.plans import Plans
 from sslunet.preprocessing.storage import load_case
 from tests.helpers.cli import refusal_line, run_main, snapshot
-from tests.helpers.datasets import oblique_direction, plan_dataset, write_image, write_raw_dataset
+from tests.helpers.datasets import (
+    oblique_direction,
+    plan_dataset,
+    write_image,
+    write_raw_dataset,
+)
 from tests.helpers.models import save_fake_model
 
 DS = "Dataset001_Toy"
@@ -352,8 +358,6 @@ def test_worker_errors_surface_and_stop_workers(home, tmp_path, monkeypatch, sta
 
 # --------------------------------------------------------------------------- post-processing
 def test_stored_postprocessing_is_applied_unless_turned_off(home, tmp_path, capsys):
-    from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
-
     model_dir = tmp_path / "model"
     shutil.copytree(model(home, "2d"), model_dir)
     plan = PostprocessingPlan(True, (1, 2), {}, 2, ("0",))

@@ -14,16 +14,14 @@ import json
 
 import pytest
 
+from sslunet.cli.pretrain import main
 from tests.helpers.cli import refusal_line, run_main
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
 def test_cli_pretrains_and_prints_the_finetune_command(tiny, tmp_path, monkeypatch, capsys):
-    from sslunet.cli.pretrain import main
-
     paths, plans = tiny
     monkeypatch.setenv("SSLUNET_HOME", str(paths.preprocessed.parent))
     monkeypatch.setenv("SSLUNET_RESULTS", str(tmp_path / "results"))
@@ -49,8 +47,6 @@ def test_cli_pretrains_and_prints_the_finetune_command(tiny, tmp_path, monkeypat
 
 
 def test_cli_objective_option_errors_name_the_flag(tiny, tmp_path, monkeypatch, capsys):
-    from sslunet.cli.pretrain import main
-
     paths, plans = tiny
     monkeypatch.setenv("SSLUNET_HOME", str(paths.preprocessed.parent))
     monkeypatch.setenv("SSLUNET_RESULTS", str(tmp_path / "results"))

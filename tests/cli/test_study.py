@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from sslunet.cli import study as study_cli
 from tests.helpers.cli import refusal_line, run_main
 from tests.helpers.datasets import DATASET, tiny_home
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _study_cli(monkeypatch, capsys, argv, home):
-    from sslunet.cli import study as study_cli
-
     for k in ("SSLUNET_RAW", "SSLUNET_PREPROCESSED", "SSLUNET_RESULTS"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SSLUNET_HOME", str(home))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from sslunet.errors import InputError
 from sslunet.evaluation.api import evaluate_folders
 from sslunet.evaluation.metrics import (
     dice,
@@ -67,7 +68,7 @@ def test_parallel_and_inferred_labels(tmp_path):
     serial = evaluate_folders(ref_dir, pred_dir, output=tmp_path / "a", verbose=False)
     parallel = evaluate_folders(ref_dir, pred_dir, output=tmp_path / "b", num_processes=2,
                                 verbose=False)
-    assert serial["labels"] == {"1": 1, "2": 2}
+    assert serial["labels"] == parallel["labels"] == {"1": 1, "2": 2}
     assert "inferred" in serial["labels_source"]
     a = json.loads((tmp_path / "a" / "summary.json").read_text())
     b = json.loads((tmp_path / "b" / "summary.json").read_text())
@@ -110,8 +111,6 @@ def test_geometry_tolerance(tmp_path):
 
 
 def test_non_label_prediction_reported_from_worker_process(tmp_path):
-    from sslunet.errors import InputError
-
     ref_dir, pred_dir, arrays = make_folders(tmp_path)
     values = arrays["case2.nii.gz"][1].astype(np.float32)
     values[0, 0, 0] = 0.5

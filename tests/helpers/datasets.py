@@ -49,7 +49,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from sslunet.paths import Paths
+from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.plans import ConfigurationPlan, Plans
+from sslunet.training.api import FinetuneOptions, finetune
 
 DATASET = "Dataset042_Tiny"
 SPACING = (0.8, 0.9, 3.0)  # the tiny dataset's SimpleITK spacing (x, y, z): thick slices
@@ -267,8 +269,6 @@ def plan_dataset(raw: Path, paths: Paths, configurations: Sequence[str] = ("2d",
     ``max_patch``, a ``{configuration: patch cap}`` mapping), every configuration is shrunk with
     :func:`shrink_configuration` and ``plans.json`` is rewritten. Returns the plans.
     """
-    from sslunet.planning.api import PlanOptions, plan_and_preprocess
-
     plans = plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
         configurations=tuple(configurations), num_processes=1, progress=False,
         preprocess=preprocess, preset=preset))
@@ -352,8 +352,6 @@ def tiny_home(tmp_path_factory, dst: Path) -> Paths:
 def trained_home(tmp_path_factory, dst: Path) -> tuple[Paths, Path]:
     """A private copy of the planned dataset plus one finished 2d fold-0 run (with the final
     sliding-window validation); returns ``(paths, run folder)``."""
-    from sslunet.training.api import FinetuneOptions, finetune
-
     if "trained" not in _CACHE:
         home = tmp_path_factory.mktemp("tiny_trained") / "home"
         paths = tiny_home(tmp_path_factory, home)

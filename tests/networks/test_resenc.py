@@ -18,9 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslunet.errors import InputError
 from sslunet.networks import build_network, get_network
 from sslunet.networks.resenc import ResidualBlock, ResidualEncoderUNet
 from sslunet.plans import ConfigurationPlan
+from sslunet.runs.checkpoint import load_checkpoint
+from sslunet.ssl.api import PretrainOptions, pretrain
+from sslunet.ssl.objectives import get_objective, list_objectives
+from sslunet.training.api import FinetuneOptions, finetune
 from tests.helpers.networks import make_plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -258,7 +263,6 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng(plan):
 
 def test_registered_and_inconsistent_plan_names_the_network():
     assert get_network("resenc_unet") is ResidualEncoderUNet
-    from sslunet.errors import InputError
 
     with pytest.raises(InputError, match="cannot build resenc_unet.*n_conv_per_stage_encoder"):
         build_network(resenc_plan(2, n_conv_per_stage_encoder=(1, 2, 3)), 1, 2)
@@ -278,15 +282,12 @@ def resenc_stack(tmp_path_factory):
 
 
 def _objectives() -> list[str]:
-    from sslunet.ssl.objectives import list_objectives
-
     return list_objectives()
 
 
 @pytest.mark.parametrize("objective", _objectives())
 def test_every_objective_trains_the_residual_encoder(resenc_stack, objective):
     """One step of every objective and stage (2d) through the network contract alone."""
-    from sslunet.ssl.objectives import get_objective
     from tests.helpers.pretraining import first_batch, make_setup
 
     paths, plans = resenc_stack
@@ -314,10 +315,6 @@ def test_mae_pretraining_transfers_the_residual_encoder_to_finetuning(resenc_sta
     """Pretrain MAE for 2 iterations on a ResEnc plan, fine-tune from it for one: the transfer
     report lists the stem, every residual block (skip projections included) and the decoder
     blocks MAE trained as loaded, the segmentation heads as not loaded."""
-    from sslunet.runs.checkpoint import load_checkpoint
-    from sslunet.ssl.api import PretrainOptions, pretrain
-    from sslunet.training.api import FinetuneOptions, finetune
-
     paths, plans = resenc_stack
     run = dict(epochs=1, iters_per_epoch=2, val_iters=1, batch_size=4, num_workers=0)
     run_dir = pretrain(paths, PretrainOptions(plans.dataset_name, "mae", "2d", device="cpu",

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pytest
 
+from sslunet.errors import SettingError
+from sslunet.planning.api import PlanOptions
 from sslunet.planning.planner import (
     MAX_DATASET_COVERED,
     PRESETS,
@@ -336,9 +338,6 @@ def resenc_blocks(n: int) -> tuple[int, ...]:
 
 
 def test_default_preset_is_plain_and_unknown_presets_are_refused():
-    from sslunet.errors import SettingError
-    from sslunet.planning.api import PlanOptions
-
     fp = cmr_like()
     default = plan_experiment(fp)
     assert default == plan_experiment(fp, 8.0, preset="plain")

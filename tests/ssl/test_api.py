@@ -31,9 +31,9 @@ from sslunet.ssl.api import (
     split_holdout,
     stage_epochs,
 )
-from sslunet.ssl.objectives import get_objective, list_objectives
+from sslunet.ssl.objectives import Stage, get_objective, list_objectives
+from sslunet.training.trainer import Trainer, unwrap
 from tests.helpers.pretraining import CONFIGS, make_setup
-
 
 # fast settings; contrastive objectives get a larger learning rate for such short runs
 RUN = dict(epochs=2, iters_per_epoch=16, num_workers=0, val_iters=1, batch_size=8)
@@ -204,8 +204,6 @@ def test_checkpoint_of_another_configuration_is_refused(tiny, runs):
 
 @pytest.mark.slow
 def test_resume_across_the_contrastive_stage_boundary(tiny, tmp_path, monkeypatch):
-    from sslunet.training.trainer import Trainer, unwrap
-
     paths0, plans = tiny
     paths = Paths(paths0.raw, paths0.preprocessed, tmp_path / "results")
     stop = {"epoch": 0}
@@ -271,8 +269,6 @@ def test_holdout_split_is_seeded_disjoint_and_never_empty():
 
 
 def test_stage_epochs_split_and_finetune_command():
-    from sslunet.ssl.objectives import Stage
-
     stages = (Stage("global", "a", 0.5), Stage("local", "b", 0.5))
     assert stage_epochs(80, stages) == [40, 40]
     assert stage_epochs(1, stages) == [1, 1]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from sslunet.study.api import StudyOptions, run_study
+from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import read_json
 from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -126,8 +126,6 @@ class _Killed(Exception):
 
 @pytest.mark.slow
 def test_killed_run_is_reported_then_continued_on_rerun(tmp_path_factory, tmp_path, monkeypatch):
-    from sslunet.training.trainer import Trainer
-
     paths = tiny_home(tmp_path_factory, tmp_path / "home")
     opts = StudyOptions(DATASET, "2d", inits=("random",), budgets=("1", "all"), name="k",
                         device="cpu", evaluate_test=False,
@@ -193,7 +191,5 @@ def test_studies_with_other_settings_never_reuse_each_others_runs(tmp_path_facto
 
 
 def test_default_study_name_never_holds_a_path(tmp_path):
-    from sslunet.study.api import StudyOptions
-
     opts = StudyOptions(DATASET, inits=("random", "../../../../elsewhere/x.pt"))
     assert "/" not in opts.study_name and ".." not in opts.study_name.split("-")

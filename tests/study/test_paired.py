@@ -13,7 +13,12 @@ import pytest
 from sslunet.study.metrics import (
     markdown_table,
 )
-from sslunet.study.paired import paired_differences, paired_speedups
+from sslunet.study.paired import (
+    level_speedup_cell,
+    paired_differences,
+    paired_level_speedups,
+    paired_speedups,
+)
 from tests.helpers.study_rows import BUDGETS, INITS, hand_rows, table_cell
 
 
@@ -63,8 +68,6 @@ def test_speedup_is_paired_per_fold_and_seed():
 
 
 def test_speedup_to_random_quality_per_pair():
-    from sslunet.study.paired import level_speedup_cell, paired_level_speedups
-
     def row(init, seed, curve):
         return {"init": init, "budget": "2", "fold": "0", "seed": seed, "status": "ok",
                 "pseudo_dice_curve": curve}

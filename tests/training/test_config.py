@@ -6,7 +6,11 @@ import dataclasses
 
 import pytest
 
-from sslunet.training.config import TrainingConfig
+from sslunet.errors import SettingError
+from sslunet.ssl.api import PretrainOptions
+from sslunet.study.api import StudyOptions
+from sslunet.training.api import FinetuneOptions
+from sslunet.training.config import TrainingConfig, TrainingOverrides, options_record
 
 
 def test_recipe_values_are_validated():
@@ -18,8 +22,6 @@ def test_recipe_values_are_validated():
 
 # --------------------------------------------------------------------------- typed overrides
 def test_overrides_are_every_training_field_optional():
-    from sslunet.training.config import TrainingOverrides
-
     names = [f.name for f in dataclasses.fields(TrainingConfig)]
     assert [f.name for f in dataclasses.fields(TrainingOverrides)] == names
     assert TrainingOverrides().set_fields() == {}
@@ -28,11 +30,6 @@ def test_overrides_are_every_training_field_optional():
 
 
 def test_bad_overrides_fail_when_the_options_are_built_not_inside_a_run():
-    from sslunet.errors import SettingError
-    from sslunet.ssl.api import PretrainOptions
-    from sslunet.study.api import StudyOptions
-    from sslunet.training.api import FinetuneOptions
-
     with pytest.raises(SettingError, match="unknown training setting.*lrr"):
         FinetuneOptions("Dataset001_X", overrides={"lrr": 1e-3})
     with pytest.raises(SettingError, match="lr"):
@@ -42,8 +39,5 @@ def test_bad_overrides_fail_when_the_options_are_built_not_inside_a_run():
 
 
 def test_run_records_store_only_the_settings_given():
-    from sslunet.training.api import FinetuneOptions
-    from sslunet.training.config import options_record
-
     record = options_record(FinetuneOptions("Dataset001_X", overrides={"epochs": 3}))
     assert record["overrides"] == {"epochs": 3} and record["dataset"] == "Dataset001_X"
