@@ -23,12 +23,11 @@ from sslunet.dataset.raw import SUPPORTED_ENDINGS
 from sslunet.errors import InputError
 from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.plans import Plans
-from sslunet.runs.layout import ENSEMBLE_FILE, PLANS_FILE
+from sslunet.runs.layout import ENSEMBLE_FILE, ENSEMBLE_WORK, PLANS_FILE
 from sslunet.utils.atomic import atomic_path, read_json, write_json
 from sslunet.utils.serialization import from_dict, to_dict
 
 SCHEMA_VERSION = 1
-ENSEMBLE_WORK = ".sslunet_ensemble"  # the members' predictions, inside the output folder
 
 
 @dataclass(frozen=True)

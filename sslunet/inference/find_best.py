@@ -27,7 +27,7 @@ from sslunet.inference.postprocessing import determine_postprocessing
 from sslunet.paths import Paths
 from sslunet.plans import Plans
 from sslunet.runs.layout import (
-    DATASET_FILE, PLANS_FILE, POSTPROCESSING, VALIDATION_DIR, ensemble_dir, fold_dir, fold_dirs,
+    DATASET_FILE, FIND_BEST, PLANS_FILE, POSTPROCESSING, VALIDATION_DIR, ensemble_dir, fold_dir, fold_dirs,
     fold_name,
 )
 from sslunet.utils.atomic import read_json, write_json
@@ -122,7 +122,7 @@ def find_best(paths: Paths, opts: FindBestOptions) -> dict:
               "postprocessing": post.dice,
               "predict": f"sslunet_predict -d {opts.dataset} -i INPUT_FOLDER -o OUTPUT_FOLDER "
                          f"-m {target}"}
-    write_json(root / "find_best.json", report)
+    write_json(root / FIND_BEST, report)
     return report
 
 

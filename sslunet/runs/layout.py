@@ -37,6 +37,8 @@ SUMMARY = "summary.json"  # what sslunet_evaluate writes into a prediction folde
 FOLD_PREFIX = "fold_"
 POSTPROCESSING = "postprocessing.json"  # a model folder's post-processing decision
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder's member models
+ENSEMBLE_WORK = ".sslunet_ensemble"  # members' predictions inside an ensemble's output folder
+FIND_BEST = "find_best.json"  # results/<dataset>/: the ranking and the predict command
 PLANS_FILE = "plans.json"  # a model folder's copy of the plans it was trained with
 DATASET_FILE = "dataset.json"  # ... and of its dataset.json (labels, file ending)
 

@@ -368,9 +368,12 @@ def test_stored_postprocessing_is_applied_unless_turned_off(home, tmp_path, caps
     code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "raw", "-m", model_dir,
                            "--no-postprocessing")
     assert code == 0 and "post-processing: off" in err
+    changed = []
     for case in ("case_000", "case_002"):
         raw, pp = mask(tmp_path / "raw" / f"{case}.nii.gz"), mask(tmp_path / "pp" / f"{case}.nii.gz")
         np.testing.assert_array_equal(pp, apply_postprocessing(raw, plan, [1, 2]))
+        changed.append(bool((pp != raw).any()))
+    assert any(changed)  # the untrained network leaves islands: the plan really removed some
     (model_dir / "postprocessing.json").write_text("{")  # damaged: refused before any output
     code, _, err = predict(capsys, "-i", inp, "-o", tmp_path / "bad", "-m", model_dir)
     assert code == 2 and "postprocessing.json" in err and not (tmp_path / "bad").exists()
