@@ -263,8 +263,9 @@ def main() -> None:
                                     "study", "all", "export", "gpu"])
     p.add_argument("--budgets", nargs="+", choices=BUDGETS,
                    help="study step: only these label budgets (the full grid by default)")
-    p.add_argument("--inits", nargs="+", choices=INITS,
-                   help="study step: only these inits (all of INITS by default)")
+    p.add_argument("--inits", nargs="+", choices=INITS + SCREEN_OBJECTIVES,
+                   help="study step: these inits (INITS by default; the screened objectives "
+                        "can be added to the grid)")
     args = p.parse_args()
     paths = Paths.from_environ(os.environ)
     run_study = lambda paths: study(paths, args.budgets, args.inits)  # noqa: E731

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="sslunet_demo",
         description="The whole sslunet workflow on the built-in synthetic abdominal MR dataset: "
-                    "pretraining (regression, contrastive) against random init, at a small "
+                    "pretraining (regression, mae) against random init, at a small "
                     "label budget and with all labels. About 15 minutes on a 2-core CPU; "
                     "--full for a GPU. Re-running resumes and reuses finished work.")
     p.add_argument("--full", action="store_true",

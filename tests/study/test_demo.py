@@ -24,7 +24,7 @@ def test_demo_produces_table_plots_and_overlay(tmp_path, capsys):
     for f in ("study.csv", "study.md", "dice_vs_labels.png", "convergence.png", "overlay.png"):
         assert (out / f).stat().st_size > 0, f
     rows = list(csv.DictReader(open(out / "study.csv")))
-    assert {r["init"] for r in rows} == {"random", "regression", "contrastive"}
+    assert {r["init"] for r in rows} == {"random", "regression", "mae"}
     assert {r["budget"] for r in rows} == {"1", "all"}
     assert all(r["status"] == "ok" for r in rows), [r["status"] for r in rows]
     assert all(r["test_dice_mean"] != "" for r in rows)  # test cases were scored
