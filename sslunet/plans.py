@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sslunet.dataset.labels import ignore_problem, ignore_value, num_classes
 from sslunet.errors import InputError
 from sslunet.utils.atomic import read_json, write_json
 from sslunet.utils.serialization import from_dict, to_dict
@@ -210,8 +211,14 @@ class Plans:
 
     @property
     def num_classes(self) -> int:
-        """Number of output channels: background plus every foreground label."""
-        return max(self.labels.values()) + 1
+        """Number of output channels: background plus every foreground label (an ``"ignore"``
+        label gets no channel)."""
+        return num_classes(self.labels)
+
+    @property
+    def ignore_label(self) -> int | None:
+        """Value of the ``"ignore"`` label (unannotated voxels), or None."""
+        return ignore_value(self.labels)
 
     def configuration(self, name: str) -> ConfigurationPlan:
         if name not in self.configurations:
@@ -243,6 +250,8 @@ class Plans:
                 or len(set(values)) != len(values):
             out.append(f"labels {self.labels} must map names to distinct integers >= 0 "
                        "including 0 (background)")
+        elif ignore_problem(self.labels):
+            out.append(ignore_problem(self.labels))
         dims = len(self.transpose_forward)
         if sorted(self.transpose_forward) != list(range(dims)) or dims not in (2, 3) or \
                 [self.transpose_forward[a] for a in self.transpose_backward] != list(range(dims)):

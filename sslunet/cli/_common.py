@@ -17,6 +17,7 @@ from typing import Callable
 
 from sslunet.errors import InputError
 from sslunet.paths import Paths, check_folder_name
+from sslunet.planning.splits import SLICES_INFIX, budget_tag, parse_budget
 from sslunet.utils.argtypes import (  # noqa: F401  (re-exported for the commands)
     float_range, int_range, nonnegative_float, nonnegative_int, positive_float, positive_int,
     positive_int_tuple, probability, seed_int,
@@ -62,15 +63,22 @@ def fold(text: str) -> int | str:
                                          f"{text!r}") from None
 
 
+def volume_budget(text: str) -> str:
+    """``type=`` for a number of labelled volumes >= 1 or ``all`` (no sparse budget)."""
+    if text != "all" and SLICES_INFIX in text:
+        raise argparse.ArgumentTypeError(f"must be a number of volumes >= 1 or 'all', got {text!r}")
+    return label_budget(text)
+
+
 def label_budget(text: str) -> str:
-    """``type=`` for a label budget: a number of labelled volumes >= 1, or ``all``."""
-    if text == "all":
-        return text
+    """``type=`` for a label budget: a number of labelled volumes >= 1, ``all``, or a sparse
+    budget ``<slices>sl<volumes|all>`` (e.g. ``20sl10``: 20 slices over 10 volumes)."""
     try:
-        return str(positive_int(text))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a number of labelled volumes >= 1 or 'all', "
-                                         f"got {text!r}") from None
+        return budget_tag(*parse_budget(text))  # normalised: "02" -> "2"
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of labelled volumes >= 1, 'all', or "
+                                         f"<slices>sl<volumes|all> such as 20sl10, got "
+                                         f"{text!r}") from None
 
 
 def folder_name(text: str) -> str:

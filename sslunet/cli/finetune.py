@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "this dataset and configuration), or a checkpoint path")
     p.add_argument("--num-labeled", type=positive_int,
                    help="train on N labelled cases drawn (seeded) from the fold's training split")
+    p.add_argument("--labeled-slices", type=positive_int,
+                   help="sparse labels: use only this many slices (spread evenly over the "
+                        "labelled cases' foreground, seeded), ignoring the rest")
     p.add_argument("--no-validation", action="store_true",
                    help="skip the final sliding-window validation")
     p.add_argument("--disable-tta", action="store_true",
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             num_labeled=args.num_labeled, seed=args.seed, device=args.device,
             continue_training=args.continue_training, validate=not args.no_validation,
             tta=not args.disable_tta, save_probabilities=args.npz,
-            overrides=training_overrides(args))
+            overrides=training_overrides(args), labeled_slices=args.labeled_slices)
         try:
             run_dir = finetune(paths, opts, dist_ctx)
         finally:

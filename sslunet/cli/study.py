@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from sslunet.cli._common import (
-    fold, folder_name, label_budget, paths_from_env, positive_int, run, seed_int,
+    fold, folder_name, label_budget, paths_from_env, positive_int, run, seed_int, volume_budget,
 )
+from sslunet.planning.splits import budget_tag, parse_budget
 from sslunet.cli._training_flags import (
     SCHEDULE_FLAGS, add_device_arg, add_overrides, add_recipe_args, training_overrides,
 )
@@ -43,7 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inits", nargs="+", default=["random", "regression", "contrastive"],
                    help="'random', pretraining objectives, or checkpoint paths")
     p.add_argument("--labeled", nargs="+", type=label_budget, default=["1", "2", "5", "all"],
-                   help="label budgets: numbers of labelled volumes, or 'all'")
+                   help="label budgets: numbers of labelled volumes, 'all', or sparse budgets "
+                        "<slices>sl<volumes|all> (20sl10: 20 slices spread over 10 volumes)")
+    p.add_argument("--labeled-slices", nargs="+", type=positive_int, default=[],
+                   help="add sparse budgets of this many annotated slices, spread over "
+                        "--slice-volumes volumes (the other slices are ignored), to compare "
+                        "with whole volumes")
+    p.add_argument("--slice-volumes", type=volume_budget, default="10",
+                   help="volumes the --labeled-slices budgets are spread over (default 10; "
+                        "'all' = every training volume of the fold)")
     p.add_argument("--folds", nargs="+", type=fold, default=["0"])
     p.add_argument("--seeds", nargs="+", type=seed_int, default=[0])
     p.add_argument("--name", type=folder_name,
@@ -80,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])
         opts = StudyOptions(
             dataset=name, configuration=args.configuration, inits=tuple(args.inits),
-            budgets=tuple(args.labeled), folds=tuple(str(f) for f in args.folds),
+            budgets=tuple(args.labeled) + tuple(
+                budget_tag(parse_budget(args.slice_volumes)[0], n) for n in args.labeled_slices),
+            folds=tuple(str(f) for f in args.folds),
             seeds=tuple(args.seeds), name=args.name, device=args.device,
             finetune_overrides=training_overrides(args), pretrain_overrides=pt,
             evaluate_test=not args.no_test, convergence_budget=args.convergence_budget,

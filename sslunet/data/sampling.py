@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from sslunet.errors import InputError
-from sslunet.preprocessing.storage import case_paths, load_properties
+from sslunet.preprocessing.storage import ANNOTATED_KEY, case_paths, load_properties
 
 SEG_PAD_VALUE = -1  # same as "outside the nonzero mask"; mapped to background later
 
@@ -52,6 +52,16 @@ class PatchDataLoader(SlimDataLoaderBase):
         patch_size_before_aug: Size actually read, >= ``patch_size`` on every axis; defaults to
             ``patch_size``. See :func:`sslunet.data.augmentation.patch_size_before_augmentation`.
         max_cached_cases: How many cases' foreground locations to keep in memory.
+        ignore_label: Value of unannotated voxels (the dataset's ``"ignore"`` label, or the
+            value a sparse-slice budget writes); None when every voxel is annotated.
+        annotated_slices: Sparse-slice budgets: case id -> the slices (indices along the first
+            axis of the preprocessed array, the axis 2d trains over) whose labels may be used.
+            Every other slice of a listed case reads as ``ignore_label``; patches are centred on
+            annotated slices, forced ones on foreground inside them.
+
+    With an ignore label, samples that are not forced onto foreground are centred on an
+    annotated voxel (``ANNOTATED_KEY`` of the case's locations) instead of uniformly, so that a
+    sparsely labelled case still gives every patch something to learn from (as nnU-Net v2).
 
     Batches are dicts: ``data`` float32 (B, C, *patch), ``seg`` int8 (B, 1, *patch) (only when
     ``need_seg``), ``keys`` list of B case ids.
@@ -69,6 +79,8 @@ class PatchDataLoader(SlimDataLoaderBase):
         need_seg: bool = True,
         patch_size_before_aug: Sequence[int] | None = None,
         max_cached_cases: int = 256,
+        ignore_label: int | None = None,
+        annotated_slices: Mapping[str, Sequence[int]] | None = None,
     ):
         super().__init__(None, batch_size)
         self.folder = Path(folder)
@@ -80,9 +92,12 @@ class PatchDataLoader(SlimDataLoaderBase):
         self.seed = int(seed)
         self.need_seg = need_seg
         self.max_cached_cases = max_cached_cases
+        self.ignore_label = ignore_label
+        self.annotated_slices = None if annotated_slices is None else {
+            k: np.asarray(sorted(v), dtype=np.int64) for k, v in annotated_slices.items()}
         self._validate()
         self._rng: np.random.Generator | None = None
-        self._locations: OrderedDict[str, dict[int, np.ndarray]] = OrderedDict()
+        self._locations: OrderedDict[str, _Locations] = OrderedDict()
 
     def _validate(self) -> None:
         if self.ndim not in (2, 3) or len(self.final_patch) != self.ndim:
@@ -95,6 +110,8 @@ class PatchDataLoader(SlimDataLoaderBase):
             )
         if not self.case_ids:
             raise InputError("no cases to sample patches from", self.folder)
+        if self.annotated_slices is not None and self.ignore_label is None:
+            raise ValueError("annotated_slices need an ignore_label for the other slices")
         if not 0.0 <= self.oversample_foreground <= 1.0:
             raise ValueError(f"oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
         for case_id in self.case_ids:
@@ -160,44 +177,71 @@ class PatchDataLoader(SlimDataLoaderBase):
         # 2d is a 3D crop of depth 1: one slice, chosen like any other axis position
         read = self.read_patch if self.ndim == 3 else (1, *self.read_patch)
         final = self.final_patch if self.ndim == 3 else (1, *self.final_patch)
-        voxel = self._foreground_voxel(case_id, rng) if force_foreground else None
+        voxel = self._centre_voxel(case_id, force_foreground, data.shape[1:], rng)
         lbs = choose_lower_bounds(data.shape[1:], read, final, voxel, rng)
         data_patch = read_padded(data, lbs, read, 0.0, np.float32)
         seg_patch = None if seg is None else read_padded(seg, lbs, read, SEG_PAD_VALUE, np.int8)
+        slices = self._slices(case_id)
+        if seg_patch is not None and slices is not None:
+            rows = lbs[0] + np.arange(read[0])  # first-axis index of each patch row
+            seg_patch[:, ~np.isin(rows, slices)] = self.ignore_label  # unannotated slices
         if self.ndim == 2:
             data_patch = data_patch[:, 0]  # (C, 1, Y, X) -> (C, Y, X)
             seg_patch = None if seg_patch is None else seg_patch[:, 0]
         return data_patch, seg_patch
 
-    def _foreground_voxel(self, case_id: str, rng: np.random.Generator) -> np.ndarray | None:
-        locations = self._class_locations(case_id)
-        if not locations:
-            return None
-        labels = sorted(locations)
-        coords = locations[labels[rng.integers(len(labels))]]
-        return coords[rng.integers(len(coords))]
+    def _slices(self, case_id: str) -> np.ndarray | None:
+        return None if self.annotated_slices is None else self.annotated_slices.get(case_id)
 
-    def _class_locations(self, case_id: str) -> dict[int, np.ndarray]:
-        """Foreground label -> (N, 3) int array of stored voxel coordinates (LRU-cached)."""
+    def _centre_voxel(self, case_id: str, force_foreground: bool, shape: Sequence[int],
+                      rng: np.random.Generator) -> np.ndarray | None:
+        """Where to centre the patch: a stored foreground voxel when forced (and there is one),
+        else an annotated voxel when the case is sparsely labelled, else None (uniform)."""
+        if not force_foreground and self.ignore_label is None:
+            return None  # densely labelled: uniform, without reading the case's locations
+        locations = self._class_locations(case_id)
+        if force_foreground and locations.foreground:
+            labels = sorted(locations.foreground)
+            coords = locations.foreground[labels[rng.integers(len(labels))]]
+            return coords[rng.integers(len(coords))]
+        if locations.annotated is not None and len(locations.annotated):
+            return locations.annotated[rng.integers(len(locations.annotated))]
+        slices = self._slices(case_id)
+        if slices is not None and len(slices):
+            return np.array([rng.choice(slices), rng.integers(shape[1]), rng.integers(shape[2])])
+        return None
+
+    def _class_locations(self, case_id: str) -> "_Locations":
+        """The case's stored voxel coordinates, kept to its annotated slices (LRU-cached)."""
         if case_id in self._locations:
             self._locations.move_to_end(case_id)
             return self._locations[case_id]
         props_path = case_paths(self.folder, case_id)[2]
         if not props_path.exists():
             raise InputError(f"properties of case '{case_id}' are missing", props_path)
-        out = {}
+        out = _Locations({}, None)
+        slices = self._slices(case_id)
         for key, coords in load_properties(self.folder, case_id).class_locations.items():
             try:
-                label = int(key)
                 arr = np.asarray(coords, dtype=np.int64).reshape(-1, 3)  # (N, 3) z, y, x
+                label = None if key == ANNOTATED_KEY else int(key)
             except ValueError as err:
                 raise InputError(f"malformed class_locations entry '{key}': {err}", props_path)
-            if label > 0 and len(arr):
-                out[label] = arr
+            if slices is not None:
+                arr = arr[np.isin(arr[:, 0], slices)]
+            if label is None:
+                out = _Locations(out.foreground, arr)
+            elif label > 0 and label != self.ignore_label and len(arr):
+                out.foreground[label] = arr
         self._locations[case_id] = out
         if len(self._locations) > self.max_cached_cases:
             self._locations.popitem(last=False)
         return out
+
+
+class _Locations(NamedTuple):
+    foreground: dict[int, np.ndarray]  # label -> (N, 3) voxel coordinates
+    annotated: np.ndarray | None  # (M, 3) annotated voxels of a sparsely labelled case
 
 
 def choose_lower_bounds(

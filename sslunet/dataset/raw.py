@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sslunet.dataset.labels import ignore_problem
 from sslunet.errors import InputError
 
 SOURCES = ("imagesTr", "imagesUnlabeled", "imagesTs")
@@ -93,7 +94,8 @@ def read_dataset_json(root: Path) -> dict:
 
 
 def _check_labels(labels, path: Path) -> None:
-    """``labels``: name -> distinct integers 0..K-1 with 0 the background, K <= MAX_LABELS."""
+    """``labels``: name -> distinct integers 0..K-1 with 0 the background, K <= MAX_LABELS; an
+    ``"ignore"`` label (sparse annotations) has the highest value."""
     if not isinstance(labels, dict) or not labels:
         raise InputError("'labels' must be a non-empty object mapping names to integers, "
                          "with \"background\": 0", path)
@@ -121,6 +123,8 @@ def _check_labels(labels, path: Path) -> None:
     if len(values) > MAX_LABELS:
         raise InputError(f"{len(values)} labels: at most {MAX_LABELS} (values 0.."
                          f"{MAX_LABELS - 1}) are supported", path)
+    if ignore_problem(labels):
+        raise InputError(f"'labels': {ignore_problem(labels)}", path)
 
 
 def _channel_files(folder: Path, ending: str, num_channels: int) -> dict[str, list[Path]]:

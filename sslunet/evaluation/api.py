@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from sslunet.dataset.labels import foreground_labels, ignore_value
 from sslunet.dataset.imageio import Geometry, read_header, read_sitk
 from sslunet.errors import InputError
 from sslunet.evaluation.metrics import EMPTY_MASK_NOTES, case_metrics, class_metrics
@@ -122,21 +123,21 @@ def _present_values(array: np.ndarray) -> set[int]:
     return {int(v) for v in np.unique(array) if v != 0}
 
 
-def _evaluate_case(task: tuple[Path, Path, dict[str, int] | None]) -> dict:
+def _evaluate_case(task: tuple[Path, Path, dict[str, int] | None, int | None]) -> dict:
     """Worker: score one (reference, prediction) pair; module level so a process pool can run it."""
-    ref_path, pred_path, labels = task
+    ref_path, pred_path, labels, ignore = task
     ref, spacing = _read_label_map(ref_path)
     pred, _ = _read_label_map(pred_path)
-    present = _present_values(ref) | _present_values(pred)
+    present = (_present_values(ref) | _present_values(pred)) - {ignore}
     chosen = labels if labels is not None else {str(v): v for v in sorted(present)}
     record = {"case": pred_path.name, "reference": str(ref_path), "prediction": str(pred_path),
-              "spacing": list(spacing), "metrics": case_metrics(ref, pred, spacing, chosen),
+              "spacing": list(spacing), "metrics": case_metrics(ref, pred, spacing, chosen, ignore),
               "label_values_present": sorted(present)}
     unlisted = sorted(present - set(chosen.values()))
     if unlisted:
         record["unlisted_label_values"] = unlisted
         for path, array in ((ref_path, ref), (pred_path, pred)):
-            values = sorted(_present_values(array) - set(chosen.values()))
+            values = sorted(_present_values(array) - set(chosen.values()) - {ignore})
             if values:  # reported on screen by evaluate_folders (workers must not print)
                 record.setdefault("unlisted_in", {})[str(path)] = values
     return record
@@ -284,16 +285,19 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | Non
         labels = {k: int(v) for k, v in labels.items() if int(v) != 0}
     else:
         labels, labels_source = load_labels(ref_dir, dataset_json)
+    ignore = None if labels is None else ignore_value(labels)
+    labels = None if labels is None else foreground_labels(labels)
     pairs, missing = match_cases(ref_dir, pred_dir, file_ending, allow_missing,
                                   None if reference_cases is None else set(reference_cases))
     _check_all_geometry(pairs)
-    records = list(_run_cases([(r, p, labels) for r, p in pairs], num_processes))
+    records = list(_run_cases([(r, p, labels, ignore) for r, p in pairs], num_processes))
     if labels is None:
         labels = _fill_inferred(records)
     per_class, foreground = summarize(records, labels)
     summary = {
         "reference_folder": str(ref_dir), "prediction_folder": str(pred_dir),
         "file_ending": file_ending, "labels": labels, "labels_source": labels_source,
+        "ignore_label": ignore,
         "notes": EMPTY_MASK_NOTES, "num_cases": len(records),
         "missing_predictions": missing, "per_class": per_class, "foreground_mean": foreground,
         "per_case": records,

@@ -212,7 +212,8 @@ def class_metrics(ref_mask: np.ndarray, pred_mask: np.ndarray,
 
 
 def case_metrics(ref_labels: np.ndarray, pred_labels: np.ndarray, spacing: Sequence[float],
-                 labels: Mapping[str, int]) -> dict[str, dict[str, float | bool]]:
+                 labels: Mapping[str, int],
+                 ignore: int | None = None) -> dict[str, dict[str, float | bool]]:
     """Metrics per foreground class of one case.
 
     Args:
@@ -220,6 +221,8 @@ def case_metrics(ref_labels: np.ndarray, pred_labels: np.ndarray, spacing: Seque
         pred_labels: Predicted label map, shape ``S``.
         spacing: Voxel size in mm per axis of ``S`` (numpy axis order).
         labels: Class name to label value; value 0 (background) is skipped.
+        ignore: The ignore label: voxels whose reference carries it are left out of every
+            class's masks (nnU-Net v2 scores sparse references the same way).
 
     Returns:
         Class name to the dict of :func:`class_metrics`, in the order of ``labels``.
@@ -228,5 +231,7 @@ def case_metrics(ref_labels: np.ndarray, pred_labels: np.ndarray, spacing: Seque
     pred_labels = np.asarray(pred_labels)
     if ref_labels.shape != pred_labels.shape:
         raise ValueError(f"label map shapes differ: {ref_labels.shape} vs {pred_labels.shape}")
-    return {name: class_metrics(ref_labels == value, pred_labels == value, spacing)
-            for name, value in labels.items() if int(value) != 0}
+    keep = True if ignore is None else ref_labels != ignore
+    return {name: class_metrics((ref_labels == value) & keep, (pred_labels == value) & keep,
+                                spacing)
+            for name, value in labels.items() if int(value) not in (0, ignore)}

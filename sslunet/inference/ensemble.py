@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from sslunet.dataset.labels import foreground_labels
 from sslunet.dataset.imageio import read_header, write_array
 from sslunet.dataset.raw import SUPPORTED_ENDINGS
 from sslunet.errors import InputError
@@ -126,7 +127,7 @@ def predict_ensemble(opts, models: Sequence[Path], post: PostprocessingPlan | No
         opts, model=Path(m), ensemble=(), output_dir=work / f"member{i}", overwrite=False,
         save_probabilities=True, postprocessing=False)) for i, m in enumerate(models)]
     first = members[0]
-    foreground = [v for v in first.model.plans.labels.values() if v]
+    foreground = list(foreground_labels(first.model.plans.labels).values())
     predicted, skipped = [], []
     endings = sorted(SUPPORTED_ENDINGS, key=len, reverse=True)  # ".nii.gz" before ".gz"
     for label_map in sorted(f for f in (work / "member0").iterdir() if f.suffix != ".npz"):

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sslunet.dataset.labels import foreground_labels
 from sslunet.dataset.imageio import read_array
 from sslunet.errors import InputError
 from sslunet.evaluation.metrics import dice
@@ -69,9 +70,10 @@ def _predictions(models: Sequence[Path], folds, case: str, ending: str) -> np.nd
     return average_probabilities(npz).argmax(0).astype(np.int64)
 
 
-def _score(pairs, labels: dict[str, int]) -> float:
-    return float(np.mean([np.mean([dice(ref == v, pred == v) for v in labels.values()])
-                          for ref, pred in pairs]))
+def _score(pairs, labels: dict[str, int], ignore: int | None = None) -> float:
+    """Mean foreground Dice; reference voxels labelled ``ignore`` are not scored."""
+    return float(np.mean([np.mean([dice(ref == v, (pred == v) & (ref != ignore))
+                                   for v in labels.values()]) for ref, pred in pairs]))
 
 
 def find_best(paths: Paths, opts: FindBestOptions) -> dict:
@@ -89,7 +91,7 @@ def find_best(paths: Paths, opts: FindBestOptions) -> dict:
         raise InputError("the models share no fold with validation predictions: "
                          + ", ".join(m.name for m in models), root / "finetune")
     plans = Plans.load(models[0] / PLANS_FILE)
-    labels = {k: int(v) for k, v in plans.labels.items() if int(v) != 0}
+    labels = foreground_labels(plans.labels)
     ending = read_json(models[0] / DATASET_FILE)["file_ending"]
     ref_dir = paths.preprocessed / opts.dataset / "gt_segmentations"
     cases = _validation_cases(models[0], folds, ending)
@@ -106,11 +108,11 @@ def find_best(paths: Paths, opts: FindBestOptions) -> dict:
     scored = []
     for group in groups:
         pairs = [(refs[c], _predictions(group, folds, c, ending)) for c in cases]
-        scored.append((Candidate("+".join(m.name for m in group), group, _score(pairs, labels)),
-                       pairs))
+        score = _score(pairs, labels, plans.ignore_label)
+        scored.append((Candidate("+".join(m.name for m in group), group, score), pairs))
     scored.sort(key=lambda cp: -cp[0].dice)
     best, best_pairs = scored[0]
-    post = determine_postprocessing(best_pairs, labels, folds)
+    post = determine_postprocessing(best_pairs, plans.labels, folds)
     target = best.models[0] if len(best.models) == 1 else ensemble_dir(
         paths, opts.dataset, [m.name for m in best.models])
     if len(best.models) > 1:

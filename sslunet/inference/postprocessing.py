@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from sslunet.dataset.labels import foreground_labels, ignore_value
 from sslunet.dataset.imageio import read_array
 from sslunet.errors import InputError
 from sslunet.evaluation.metrics import dice
@@ -112,12 +113,15 @@ def apply_postprocessing(seg: np.ndarray, plan: PostprocessingPlan | None,
     return seg
 
 
-def _mean_dice(pairs: Sequence[tuple[np.ndarray, np.ndarray]], value: int) -> float:
-    return float(np.mean([dice(ref == value, pred == value) for ref, pred in pairs]))
+def _mean_dice(pairs: Sequence[tuple[np.ndarray, np.ndarray]], value: int,
+               ignore: int | None = None) -> float:
+    """Mean Dice of class ``value``; voxels whose reference is ``ignore`` are not scored."""
+    return float(np.mean([dice(ref == value, (pred == value) & (ref != ignore))
+                          for ref, pred in pairs]))
 
 
-def _scores(pairs, labels: Mapping[str, int]) -> dict:
-    per_class = {name: _mean_dice(pairs, v) for name, v in labels.items()}
+def _scores(pairs, labels: Mapping[str, int], ignore: int | None = None) -> dict:
+    per_class = {name: _mean_dice(pairs, v, ignore) for name, v in labels.items()}
     return {**per_class, "foreground": float(np.mean(list(per_class.values())))}
 
 
@@ -128,24 +132,26 @@ def determine_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
 
     Args:
         pairs: one ``(reference, prediction)`` pair of equal-shape integer arrays per case.
-        labels: foreground class name -> label value (background left out).
+        labels: class name -> label value (background and an ignore label are not scored;
+            reference voxels carrying the ignore label count for no class).
         folds: the folds the cases come from (recorded only).
     """
-    labels = {k: int(v) for k, v in labels.items() if int(v) != 0}
-    raw = _scores(pairs, labels)
+    ignore = ignore_value(labels)
+    labels = foreground_labels(labels)
+    raw = _scores(pairs, labels, ignore)
     current, scores = list(pairs), raw
     fg = list(labels.values())
     trial = [(ref, keep_largest_component(pred, fg)) for ref, pred in current]
-    trial_scores = _scores(trial, labels)
+    trial_scores = _scores(trial, labels, ignore)
     foreground_largest = trial_scores["foreground"] > scores["foreground"]
     if foreground_largest:
         current, scores = trial, trial_scores
     per_class = []
     for name, value in labels.items():
         trial = [(ref, keep_largest_component(pred, (value,))) for ref, pred in current]
-        if _mean_dice(trial, value) > scores[name]:
+        if _mean_dice(trial, value, ignore) > scores[name]:
             per_class.append(value)
-            current, scores = trial, _scores(trial, labels)
+            current, scores = trial, _scores(trial, labels, ignore)
     return PostprocessingPlan(foreground_largest, tuple(per_class),
                               {"raw": raw, "final": scores}, len(pairs), tuple(folds))
 

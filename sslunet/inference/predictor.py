@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sslunet.dataset.imageio import Geometry, write_array
+from sslunet.dataset.labels import foreground_labels
 from sslunet.inference.sliding_window import (
     InferenceConfig,
     Predictor,
@@ -117,7 +118,7 @@ def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
     """
     full = revert_probabilities(probs, props, plans, config)  # (K, *original_shape)
     seg = full.argmax(0).astype(np.uint8)
-    seg = apply_postprocessing(seg, postprocessing, [v for v in plans.labels.values() if v])
+    seg = apply_postprocessing(seg, postprocessing, list(foreground_labels(plans.labels).values()))
     if probabilities_file is not None:
         with atomic_path(probabilities_file, suffix=".npz") as tmp:
             np.savez_compressed(tmp, probabilities=full.astype(np.float16))

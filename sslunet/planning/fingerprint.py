@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sslunet.dataset.labels import foreground_labels
 from sslunet.dataset.raw import RawCase, RawDataset
 from sslunet.dataset.verify import load_checked_case
 from sslunet.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
@@ -47,7 +48,8 @@ def _analyse_case(args: tuple[RawCase, dict[str, int], int, int]) -> _CaseResult
     cropped = data[(slice(None), *slicer)]
     rng = np.random.default_rng([SAMPLING_SEED, index])
     if seg is not None:
-        where = seg[slicer] > 0
+        # annotated foreground only: unannotated ("ignore") voxels are of unknown class
+        where = np.isin(seg[slicer], list(foreground_labels(labels).values()))
         from_fg = bool(where.any())
     else:
         from_fg = False

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sslunet.dataset.labels import num_classes
 from sslunet.errors import SettingError
 from sslunet.planning.topology import (
     feature_map_size,
@@ -273,7 +274,7 @@ def plan_experiment(fp: Fingerprint, gpu_memory_gb: float | None = None,
     # (otherwise "nonzero" is the whole image) and only for schemes that leave 0 outside.
     crop_helps = fp.median_relative_size_after_cropping < 0.75
     mask_norm = tuple(crop_helps and n in MASK_NORM_SCHEMES for n in norm)
-    n_cls = len(fp.labels)
+    n_cls = num_classes(fp.labels)  # output channels: the ignore label gets none
     width = (base_features, max_features)
     args = (n_vox, fp.num_channels, n_cls, gpu_memory_gb, norm, mask_norm)
     configs: dict[str, ConfigurationPlan] = {}

@@ -19,7 +19,7 @@ from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.cropping import nonzero_bbox
 from sslunet.preprocessing.normalization import normalize
 from sslunet.preprocessing.resampling import checked_new_shape, resample_data, resample_seg
-from sslunet.preprocessing.storage import CaseProperties
+from sslunet.preprocessing.storage import ANNOTATED_KEY, CaseProperties
 
 MAX_LOCATIONS_PER_CLASS = 2_000  # nnU-Net keeps 10k; 2k random centres suffice and keep
 # the properties file small
@@ -34,18 +34,25 @@ def target_spacing_for(config: ConfigurationPlan, spacing_t) -> tuple[float, ...
     return tuple(config.spacing)
 
 
-def class_locations(seg: np.ndarray, case_index: int) -> dict[str, list[list[int]]]:
-    """Random voxel coordinates of each foreground label, for foreground oversampling."""
+def class_locations(seg: np.ndarray, case_index: int,
+                    ignore: int | None = None) -> dict[str, list[list[int]]]:
+    """Random voxel coordinates of each foreground label, for foreground oversampling; with an
+    ignore label, also of the annotated voxels (any class but ignore) under ``ANNOTATED_KEY``,
+    from which the other samples are drawn (nnU-Net v2 does the same for sparse labels)."""
     rng = np.random.default_rng([LOCATION_SEED, case_index])
     out = {}
     for lab in np.unique(seg):
-        if lab <= 0:
-            continue
-        coords = np.argwhere(seg == lab)  # (n, 3)
-        n = min(len(coords), max(MAX_LOCATIONS_PER_CLASS, int(np.ceil(len(coords) * MIN_COVERAGE))))
-        pick = rng.choice(len(coords), size=n, replace=False)
-        out[str(int(lab))] = coords[np.sort(pick)].tolist()
+        if lab > 0 and lab != ignore:
+            out[str(int(lab))] = _sample_coords(np.argwhere(seg == lab), rng)  # (n, 3)
+    if ignore is not None and (seg == ignore).any():
+        out[ANNOTATED_KEY] = _sample_coords(np.argwhere((seg != ignore) & (seg >= 0)), rng)
     return out
+
+
+def _sample_coords(coords: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
+    n = min(len(coords), max(MAX_LOCATIONS_PER_CLASS, int(np.ceil(len(coords) * MIN_COVERAGE))))
+    pick = rng.choice(len(coords), size=n, replace=False)
+    return coords[np.sort(pick)].tolist()
 
 
 def _nonzero_mask(data: np.ndarray, fill: bool) -> np.ndarray:
@@ -95,7 +102,7 @@ def preprocess_case(
     if seg is not None:
         seg = resample_seg(seg, shape_new, spacing_t, target, r.order_seg, r.order_z_seg,
                            r.anisotropy_threshold)
-        locations = class_locations(seg, case_index)
+        locations = class_locations(seg, case_index, plans.ignore_label)
         seg = seg[None].astype(np.int8)
     props = CaseProperties(
         case_id=case_id, source=source, sitk_spacing=geometry.spacing,

@@ -29,6 +29,9 @@ from sslunet.utils.serialization import from_dict, to_dict
 CASE_PROPERTIES_VERSION = 1
 
 
+# class_locations key of the annotated voxels of a sparsely labelled case (see CaseProperties)
+ANNOTATED_KEY = "annotated"
+
 @dataclass(frozen=True)
 class CaseProperties:
     """Everything needed to invert the preprocessing of one case.
@@ -52,7 +55,8 @@ class CaseProperties:
     shape_after_resample: tuple[int, ...]
     has_seg: bool
     # label value -> up to N voxel coordinates (transposed, resampled space) for foreground
-    # oversampling; keys are strings because JSON object keys are.
+    # oversampling; keys are strings because JSON object keys are. With an ignore label,
+    # ANNOTATED_KEY lists annotated voxels (any class but ignore).
     class_locations: dict[str, list[list[int]]] = field(default_factory=dict)
     schema_version: int = CASE_PROPERTIES_VERSION
 

@@ -20,6 +20,7 @@ from typing import Iterable
 
 from sslunet.errors import InputError
 from sslunet.paths import Paths
+from sslunet.planning.splits import budget_tag
 from sslunet.runs.checkpoint import load_checkpoint
 
 CHECKPOINTS = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt",
@@ -49,8 +50,9 @@ def pretrain_dir(paths: Paths, dataset: str, objective: str, configuration: str)
 
 
 def finetune_model_dir(paths: Paths, dataset: str, init: str, configuration: str,
-                       num_labeled: int | None, seed: int) -> Path:
-    n = "all" if num_labeled is None else str(num_labeled)
+                       num_labeled: int | None, seed: int,
+                       labeled_slices: int | None = None) -> Path:
+    n = budget_tag(num_labeled, labeled_slices)
     tag = f"{init_tag(init)}__{configuration}__{n}" + (f"__seed{seed}" if seed else "")
     return paths.results / dataset / "finetune" / tag
 

@@ -22,7 +22,7 @@ from sslunet.paths import (
     check_inside,
     check_writable_folder,
 )
-from sslunet.planning.splits import fold_cases
+from sslunet.planning.splits import fold_cases, parse_budget
 from sslunet.preprocessing.storage import load_plans, preprocessed_dir
 from sslunet.runs.layout import (
     PRETRAIN_CONFIG,
@@ -54,7 +54,8 @@ class StudyOptions:
     dataset: str
     configuration: str = "2d"
     inits: tuple[str, ...] = ("random", "regression", "contrastive")
-    budgets: tuple[str, ...] = ("1", "2", "5", "all")  # labelled volumes, or "all"
+    # labelled volumes, or "all"; a sparse budget "<S>sl<N|all>": S slices over N volumes
+    budgets: tuple[str, ...] = ("1", "2", "5", "all")
     folds: tuple[str, ...] = ("0",)
     seeds: tuple[int, ...] = (0,)
     name: str | None = None
@@ -127,18 +128,15 @@ def _pretrain_config(out: Path) -> dict:
 def study_model_dir(paths: Paths, opts: StudyOptions, init: str, budget: str, seed: int) -> Path:
     """The study's own copy of a fine-tuning's model folder: studies with other schedules on
     the same dataset never share (or silently reuse) each other's runs."""
-    tag = finetune_model_dir(paths, opts.dataset, init, opts.configuration, _budget_n(budget),
-                             seed).name
+    n, slices = parse_budget(budget)
+    tag = finetune_model_dir(paths, opts.dataset, init, opts.configuration, n, seed,
+                             slices).name
     return study_dir(paths, opts) / "finetune" / tag
 
 
 def study_dir(paths: Paths, opts: StudyOptions) -> Path:
     """``SSLUNET_RESULTS/<dataset>/study/<name>/``."""
     return paths.results / opts.dataset / "study" / opts.study_name
-
-
-def _budget_n(budget: str) -> int | None:
-    return None if budget == "all" else int(budget)
 
 
 # recipe parts for pretrained weights: a random init keeps its own recipe (fair to both)
@@ -172,10 +170,11 @@ def _finetune_one(paths: Paths, opts: StudyOptions, init: str, budget: str, fold
                              f"({', '.join(diffs)}); use another --name, or delete the "
                              f"folder to retrain", recorded.parent)
     fold_v = "all" if fold == "all" else int(fold)
-    fo = FinetuneOptions(opts.dataset, opts.configuration, fold_v, init, _budget_n(budget),
+    n, slices = parse_budget(budget)
+    fo = FinetuneOptions(opts.dataset, opts.configuration, fold_v, init, n,
                          seed, opts.device, continue_training=True, validate=True,
                          tta=opts.tta, overrides=overrides,
-                         model_dir=str(model_dir))
+                         model_dir=str(model_dir), labeled_slices=slices)
     return finetune(paths, fo)
 
 
@@ -251,10 +250,13 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
     for fold in opts.folds:
         n_train = len(fold_cases(pre, "all" if fold == "all" else _fold_number(fold))[0])
         for budget in opts.budgets:
-            n = _budget_number(budget)
+            n, slices = _budget_number(budget)
             if n is not None and not 1 <= n <= n_train:
                 raise InputError(f"--labeled {budget}: fold {fold} has {n_train} training "
                                  f"case(s); budgets must be 1..{n_train} or 'all'")
+            if slices is not None and slices < (n or n_train):
+                raise InputError(f"--labeled {budget}: {slices} slice(s) cannot be spread over "
+                                 f"{n or n_train} volume(s); give at least one per volume")
     if any(not isinstance(s, int) or s < 0 for s in opts.seeds):
         raise InputError(f"--seeds must be integers >= 0, got {opts.seeds}")
     if opts.convergence_budget is not None and opts.convergence_budget not in opts.budgets:
@@ -276,12 +278,12 @@ def check_study(paths: Paths, opts: StudyOptions) -> None:
     check_writable_folder(study_dir(paths, opts), "study folder")
 
 
-def _budget_number(budget: str) -> int | None:
+def _budget_number(budget: str) -> tuple[int | None, int | None]:
     try:
-        return _budget_n(budget)
+        return parse_budget(budget)
     except ValueError:
-        raise InputError(f"--labeled: {budget!r} is not a number of labelled volumes or 'all'") \
-            from None
+        raise InputError(f"--labeled: {budget!r} is not a number of labelled volumes, 'all', "
+                         "or <slices>sl<volumes|all>") from None
 
 
 def _fold_number(fold: str) -> int:

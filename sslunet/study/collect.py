@@ -17,6 +17,7 @@ from sslunet.networks import build_network
 from sslunet.paths import Paths
 from sslunet.plans import Plans
 from sslunet.preprocessing.api import preprocess_dataset
+from sslunet.planning.splits import parse_budget
 from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import (
     LABELED_CASES,
@@ -72,8 +73,9 @@ def _per_class(summary: dict, prefix: str) -> dict:
 
 
 def run_row(init, budget, fold, seed, n_all, run_dir, status) -> dict:
-    n = n_all if budget == "all" else int(budget)
-    return {"init": init, "budget": str(budget), "n_labeled": n, "fold": str(fold),
+    n, slices = parse_budget(str(budget))
+    return {"init": init, "budget": str(budget), "n_labeled": n_all if n is None else n,
+            "labeled_slices": "" if slices is None else slices, "fold": str(fold),
             "seed": seed, "status": status, "run_dir": "" if run_dir is None else str(run_dir)}
 
 

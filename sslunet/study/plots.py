@@ -41,7 +41,9 @@ def plot_dice_vs_labels(rows: list[dict], inits: list[str], path: Path,
     for init in inits:
         by_n: dict[int, list[float]] = defaultdict(list)
         for r in rows:
-            if r["init"] == init and r.get("status") == "ok" and r.get(metric) is not None:
+            # whole-volume budgets only: a sparse budget is not a point on this axis
+            if r["init"] == init and r.get("status") == "ok" and r.get(metric) is not None \
+                    and r.get("labeled_slices") in ("", None):
                 by_n[int(r["n_labeled"])].append(float(r[metric]))
         if not by_n:
             continue

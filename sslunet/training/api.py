@@ -46,6 +46,7 @@ from sslunet.training.distributed import DistContext, barrier, init_distributed
 from sslunet.training.param_groups import finetune_groups
 from sslunet.training.pretrained import load_pretrained
 from sslunet.training.segmentation import SegmentationModel
+from sslunet.training.sparse import RunLabels, run_labels, sparse_record
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import read_json, write_json
 from sslunet.utils.device import resolve_device
@@ -70,6 +71,9 @@ class FinetuneOptions:
     # the model folder (holding fold_K/); default results/<dataset>/finetune/<init>__<config>__
     # <N|all>[__seedS]. Studies keep their runs in their own folder through this.
     model_dir: str | None = None
+    # sparse labels: this many slices, spread over the num_labeled volumes (the other slices
+    # of those volumes are ignored); None = every slice of every labelled volume
+    labeled_slices: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", TrainingOverrides.of(self.overrides))
@@ -83,21 +87,24 @@ def training_config(opts: FinetuneOptions, pretrained: bool) -> TrainingConfig:
 
 
 def make_loader_factory(folder: Path, train_ids, val_ids, config: ConfigurationPlan,
-                        cfg: TrainingConfig, pin: bool):
+                        cfg: TrainingConfig, pin: bool, labels: RunLabels | None = None):
     """``seed -> (train stream, val stream, close)`` for segmentation patches."""
     batch = cfg.batch_size or config.batch_size
     patch = tuple(config.patch_size)
     read = patch_size_before_augmentation(patch)
+    labels = labels or RunLabels(None, None)
 
     def train(seed: int):
         loader = PatchDataLoader(folder, train_ids, patch, batch, config.ndim,
-                                 cfg.oversample_foreground, seed, True, read)
+                                 cfg.oversample_foreground, seed, True, read,
+                                 ignore_label=labels.ignore, annotated_slices=labels.slices)
         return make_loader(loader, training_transforms(patch, config.ndim), cfg.num_workers,
                            pin, seed)
 
     def val(seed: int):
         loader = PatchDataLoader(folder, val_ids, patch, batch, config.ndim,
-                                 cfg.oversample_foreground, seed, True)
+                                 cfg.oversample_foreground, seed, True,
+                                 ignore_label=labels.dataset_ignore)
         return make_loader(loader, validation_transforms(), min(cfg.num_workers, 1), pin, seed)
 
     return stream_pair_factory(train, val)
@@ -111,12 +118,15 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     train_ids, val_ids = fold_cases(pre, opts.fold)
     labeled = choose_labeled(train_ids, opts.num_labeled, opts.seed)
     model_dir = Path(opts.model_dir) if opts.model_dir else finetune_model_dir(
-        paths, opts.dataset, opts.init, opts.configuration, opts.num_labeled, opts.seed)
+        paths, opts.dataset, opts.init, opts.configuration, opts.num_labeled, opts.seed,
+        opts.labeled_slices)
     run_dir = fold_dir(model_dir, opts.fold)
     if check_run_state(run_dir, opts.continue_training, "run", "choose another --seed/"
-                       "--num-labeled/-f, or delete the folder to retrain"):
+                       "--num-labeled/--labeled-slices/-f, or delete the folder to retrain"):
         return run_dir
     check_writable_folder(run_dir, "run folder")
+    labels = run_labels(plans, pre / config.data_identifier, labeled, opts.labeled_slices,
+                        opts.seed)
     init_ckpt = resolve_init(paths, opts.dataset, opts.init, opts.configuration)
     cfg = training_config(opts, init_ckpt is not None)  # a bad setting stops here
     if opts.continue_training:
@@ -135,7 +145,8 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
         # the model folder is self-contained: prediction needs the file ending and labels
         write_json(model_dir / DATASET_FILE, read_json(pre / "dataset.json"))
         write_json(run_dir / LABELED_CASES, {"num_labeled": len(labeled), "seed": opts.seed,
-                                             "cases": labeled, "validation": val_ids})
+                                             "cases": labeled, "validation": val_ids,
+                                             **sparse_record(labels)})
         write_json(run_dir / RUN_CONFIG, {"options": options_record(opts),
                                           "training": dataclasses.asdict(cfg)})
         if report is not None:
@@ -144,13 +155,15 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     meta = {"kind": "finetune", "plans": plans.to_dict(), "configuration": config.name,
             "num_input_channels": plans.num_input_channels, "num_classes": plans.num_classes,
             "init": opts.init, "fold": str(opts.fold), "labeled_cases": labeled}
-    model = SegmentationModel(network, config.batch_dice)
+    model = SegmentationModel(network, config.batch_dice, labels.ignore)
     factory = make_loader_factory(pre / config.data_identifier, labeled, val_ids, config, cfg,
-                                  device.type == "cuda")
+                                  device.type == "cuda", labels)
     groups = finetune_groups(model, report["loaded"] if report else (), cfg)
     trainer = Trainer(cfg, model, factory, run_dir, device, dist_ctx, meta, param_groups=groups)
+    sparse = f" ({opts.labeled_slices} labelled slices)" if labels.slices else ""
     trainer.log.log(f"fine-tuning {opts.dataset} {config.name} fold {opts.fold}: init "
-                    f"{opts.init}, {len(labeled)} labelled case(s), {len(val_ids)} validation, "
+                    f"{opts.init}, {len(labeled)} labelled case(s){sparse}, {len(val_ids)} "
+                    "validation, "
                     f"device {device}, {cfg.epochs} epochs x {cfg.iters_per_epoch} iterations")
     trainer.fit(resume=opts.continue_training)
     if opts.validate and dist_ctx.is_main:

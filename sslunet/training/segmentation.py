@@ -16,12 +16,14 @@ class SegmentationModel(nn.Module):
     ``batch["data"]``: (B, C, *S) float; ``batch["seg"]``: (B, 1, *S) integer labels (no -1).
     With deep supervision the network returns one output per decoder stage (full resolution
     first); each is compared with a nearest-neighbour-downsampled target, weighted 1/2^i.
+    Voxels labelled ``ignore_label`` (sparse annotations) count in no loss term and no count.
     """
 
-    def __init__(self, network: nn.Module, batch_dice: bool):
+    def __init__(self, network: nn.Module, batch_dice: bool, ignore_label: int | None = None):
         super().__init__()
         self.network = network
-        self.loss = DiceCELoss(batch_dice)
+        self.ignore_label = ignore_label
+        self.loss = DiceCELoss(batch_dice, ignore_label)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.network(batch["data"])
@@ -31,6 +33,6 @@ class SegmentationModel(nn.Module):
         loss = sum(w * self.loss(o, t) for w, o, t in zip(weights, outs, targets) if w > 0)
         result = {"loss": loss}
         if not self.training:
-            tp, fp, fn = foreground_confusion(outs[0].detach(), targets[0])
+            tp, fp, fn = foreground_confusion(outs[0].detach(), targets[0], self.ignore_label)
             result.update(tp=tp, fp=fp, fn=fn)
         return result

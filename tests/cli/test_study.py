@@ -55,3 +55,34 @@ def test_cli_unknown_dataset_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     (tmp_path / "home" / "preprocessed").mkdir(parents=True)
     code, out, err = _study_cli(monkeypatch, capsys, ["-d", "NoSuchSet"], tmp_path / "home")
     refusal_line(code, out, err, "NoSuchSet")
+
+
+def test_cli_sparse_budgets_from_flags_and_bad_ones_refused(tmp_path_factory, tmp_path,
+                                                            monkeypatch, capsys):
+    tiny_home(tmp_path_factory, tmp_path / "home")
+    seen = {}
+
+    def fake_run_study(p, opts):
+        seen["budgets"] = opts.budgets
+        out = p.results / opts.dataset / "study" / opts.study_name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "study.md").write_text("TABLE\n")
+        return out
+
+    monkeypatch.setattr(study_cli, "run_study", fake_run_study)
+    code, _, _ = _study_cli(monkeypatch, capsys, [
+        "-d", DATASET, "--inits", "random", "--labeled", "2", "6slall", "--labeled-slices", "4",
+        "8", "--slice-volumes", "3"], tmp_path / "home")
+    assert code == 0 and seen["budgets"] == ("2", "6slall", "4sl3", "8sl3")
+    for argv, what in ((["--labeled", "0sl2"], "0sl2"), (["--slice-volumes", "2sl2"], "2sl2")):
+        code, out, err = _study_cli(monkeypatch, capsys, ["-d", DATASET, *argv],
+                                    tmp_path / "home")
+        refusal_line(code, out, err, what, own=False)
+
+
+def test_too_few_slices_for_the_volumes_is_one_line_exit_2(tmp_path_factory, tmp_path,
+                                                            monkeypatch, capsys):
+    tiny_home(tmp_path_factory, tmp_path / "home")
+    code, out, err = _study_cli(monkeypatch, capsys, [
+        "-d", DATASET, "--inits", "random", "--labeled", "2sl3"], tmp_path / "home")
+    refusal_line(code, out, err, "2sl3")

@@ -6,11 +6,15 @@ The cases are the fixture ``cases`` (:mod:`tests.helpers.patches`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from sslunet.data.sampling import read_padded
 from sslunet.errors import InputError
+from sslunet.preprocessing.preprocessor import class_locations
+from sslunet.preprocessing.storage import load_case, load_properties, save_case
 from tests.helpers.patches import patch_loader
 
 
@@ -112,3 +116,50 @@ def test_unlabeled_cases(cases):
         patch_loader(cases, case_ids=["u"], need_seg=True)
     with pytest.raises(InputError, match="missing"):
         patch_loader(cases, case_ids=["nope"])
+
+
+def _slice_of(patch: np.ndarray, data: np.ndarray) -> int:
+    """Which slice of ``data (C, Z, Y, X)`` a 2d patch ``(C, Y, X)`` was read from (the image
+    is random noise, so its centre value occurs in one slice only)."""
+    centre = patch[0, patch.shape[1] // 2, patch.shape[2] // 2]
+    return int(np.flatnonzero([np.isin(centre, data[0, z]) for z in range(data.shape[1])])[0])
+
+
+@pytest.mark.parametrize("oversample", [0.0, 1.0])
+def test_sparse_slices_2d_patches_come_from_annotated_slices_only(cases, oversample):
+    data = np.load(cases / "a.npy")
+    loader = patch_loader(cases, case_ids=["a"], patch=(32, 32), seed=3, ignore_label=7,
+                          annotated_slices={"a": [9, 15]}, oversample_foreground=oversample)
+    seen = set()
+    for _ in range(6):
+        batch = next(loader)
+        assert not np.any(batch["seg"] == 7)  # a whole annotated slice: nothing ignored
+        seen |= {_slice_of(p, data) for p in batch["data"]}
+        if oversample == 1.0:  # forced: foreground inside the annotated slices (ball: z 8-12)
+            assert all(np.any(s > 0) for s in batch["seg"])
+    assert seen <= {9, 15} and (seen == {9} if oversample == 1.0 else seen == {9, 15})
+
+
+def test_sparse_slices_3d_patches_mark_the_other_slices_ignored(cases):
+    loader = patch_loader(cases, case_ids=["a"], patch=(8, 32, 32), seed=5, ignore_label=7,
+                          annotated_slices={"a": [9, 15]}, oversample_foreground=0.5)
+    for _ in range(5):
+        for seg in next(loader)["seg"][:, 0]:  # (8, 32, 32) each
+            ignored = [bool(np.all(row == 7)) for row in seg]
+            assert 1 <= ignored.count(False) <= 2  # centred on an annotated slice
+            assert not any(np.any(row == 7) for row, ign in zip(seg, ignored) if not ign)
+
+
+def test_dataset_ignore_label_centres_unforced_patches_on_annotated_voxels(cases):
+    data, seg, props = load_case(cases, "a", mmap=False)
+    sparse = np.full_like(seg, 3)  # (1, Z, Y, X): only slice 4 annotated
+    sparse[0, 4] = np.where(seg[0, 4] > 0, seg[0, 4], 0)
+    save_case(cases, data, sparse, dataclasses.replace(
+        props, class_locations=class_locations(sparse[0], 0, ignore=3)))
+    assert set(load_properties(cases, "a").class_locations) == {"annotated"}
+    sparse_loader = patch_loader(cases, case_ids=["a"], patch=(32, 32), oversample_foreground=0.0,
+                                 ignore_label=3)
+    dense_loader = patch_loader(cases, case_ids=["a"], patch=(32, 32), oversample_foreground=0.0)
+    for _ in range(4):
+        assert all(np.any(s != 3) for s in next(sparse_loader)["seg"])
+    assert not all(np.any(s != 3) for _ in range(4) for s in next(dense_loader)["seg"])

@@ -153,3 +153,15 @@ def test_case_metrics_per_class():
         assert out[name]["hd95"] == pytest.approx(hd95(ref == value, pred == value, spacing))
     same = case_metrics(ref, ref, spacing, {"a": 1, "b": 2, "absent": 7})
     assert all(m["dice"] == 1.0 and m["hd95"] == 0.0 for m in same.values())
+
+
+def test_case_metrics_skip_voxels_whose_reference_is_ignored():
+    rng = np.random.default_rng(4)
+    ref = rng.integers(0, 3, (6, 8, 8))
+    ref[:2] = 3  # unannotated slices
+    pred = rng.integers(0, 3, ref.shape)
+    out = case_metrics(ref, pred, (1.0, 1.0, 1.0), {"background": 0, "a": 1, "b": 2, "ignore": 3},
+                       ignore=3)
+    assert list(out) == ["a", "b"]
+    for name, value in (("a", 1), ("b", 2)):
+        assert out[name]["dice"] == pytest.approx(dice(ref[2:] == value, pred[2:] == value))

@@ -108,3 +108,15 @@ def test_plan_survives_json(tmp_path):
     plan = PostprocessingPlan(True, (2,), {"raw": {"foreground": 0.5}}, 3, ("0",))
     plan.save(tmp_path / "p.json")
     assert PostprocessingPlan.load(tmp_path / "p.json") == plan
+
+
+def test_islands_inside_ignored_reference_voxels_are_not_scored():
+    pairs = []
+    for _ in range(2):
+        ref, pred = _pair(1)
+        ref[0] = 3  # nobody annotated slice 0, where the island lies
+        pairs.append((ref, pred))
+    sparse = determine_postprocessing(pairs, {**LABELS, "ignore": 3})
+    assert not sparse.foreground_largest and set(sparse.dice["raw"]) == {"a", "b", "foreground"}
+    assert sparse.dice["raw"]["foreground"] == 1.0  # the island is where nothing is scored
+    assert determine_postprocessing(pairs, LABELS).foreground_largest  # scored: it hurts

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sslunet.errors import InputError
-from sslunet.planning.splits import choose_labeled, make_splits
+from sslunet.planning.splits import (
+    budget_tag, choose_labeled, choose_labeled_slices, make_splits, parse_budget,
+)
 
 
 def test_splits_five_disjoint_folds_cover_all_cases():
@@ -48,3 +50,30 @@ def test_choose_labeled_deterministic_nested_and_seed_dependent():
         choose_labeled(ids, 21, 0)
     with pytest.raises(InputError):
         choose_labeled(ids, 0, 0)
+
+
+def test_labeled_slices_spread_evenly_inside_each_extent_and_seeded():
+    extents = {"a": (2, 11), "b": (0, 4), "c": (5, 5)}
+    slices = choose_labeled_slices(extents, 7, seed=0)
+    assert [len(slices[c]) for c in "abc"] == [3, 3, 1]  # dealt in turn; 'c' has one slice
+    for case, (lo, hi) in extents.items():
+        assert all(lo <= s <= hi for s in slices[case])
+        assert len(set(slices[case])) == len(slices[case])
+    assert slices == choose_labeled_slices(extents, 7, seed=0)
+    assert any(choose_labeled_slices(extents, 7, seed=s) != slices for s in range(1, 5))
+    with pytest.raises(InputError, match="fewer than the 3"):
+        choose_labeled_slices(extents, 2, seed=0)
+    with pytest.raises(InputError, match="only 1 slice"):
+        choose_labeled_slices({"c": (5, 5)}, 2, seed=0)
+
+
+@pytest.mark.parametrize("tag, parsed", [("2", (2, None)), ("all", (None, None)),
+                                         ("20sl10", (10, 20)), ("5slall", (None, 5))])
+def test_budget_names_round_trip(tag, parsed):
+    assert parse_budget(tag) == parsed and budget_tag(*parsed) == tag
+
+
+@pytest.mark.parametrize("bad", ["0", "x", "sl2", "0sl2", "2sl0", "-1", "2slx"])
+def test_bad_budget_names_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_budget(bad)

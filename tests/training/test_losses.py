@@ -20,8 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def naive_soft_dice(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool,
-                    smooth: float = 1e-5) -> float:
-    """Voxel-by-voxel loop over (sample, class) with Python floats."""
+                    smooth: float = 1e-5, ignore: int | None = None) -> float:
+    """Voxel-by-voxel loop over (sample, class) with Python floats; voxels whose target is
+    ``ignore`` are skipped."""
     probs = torch.softmax(logits.double(), 1)
     b, k = probs.shape[:2]
     p = probs.reshape(b, k, -1).tolist()  # (B, K, voxels)
@@ -31,6 +32,8 @@ def naive_soft_dice(logits: torch.Tensor, target: torch.Tensor, batch_dice: bool
         for c in range(1, k):
             tp = fp = fn = 0.0
             for v in range(len(t[i])):
+                if t[i][v] == ignore:
+                    continue
                 is_c = 1.0 if t[i][v] == c else 0.0
                 tp += p[i][c][v] * is_c
                 fp += p[i][c][v] * (1 - is_c)
@@ -102,3 +105,36 @@ def test_foreground_confusion_known_example():
     assert tp.tolist() == [1, 1] and fp.tolist() == [1, 1] and fn.tolist() == [1, 1]
     tp, fp, fn = foreground_confusion(torch.cat([logits, logits]), torch.cat([target, pred]))
     assert tp.tolist() == [3, 3] and fp.tolist() == [1, 1] and fn.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_ignored_voxels_count_in_no_loss_term(batch_dice):
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 4, 5, generator=g)
+    target = torch.randint(0, 3, (2, 4, 5), generator=g)
+    target[0, :2] = 3  # unannotated rows
+    target[1, :, 3:] = 3
+    keep = target != 3
+    got = DiceCELoss(batch_dice, ignore_label=3)(logits, target)
+    ce = F.cross_entropy(logits.movedim(1, -1)[keep], target[keep])  # (annotated voxels, K)
+    dice = naive_soft_dice(logits, target, batch_dice, ignore=3)
+    assert got.item() == pytest.approx(ce.item() + dice, abs=1e-6)
+    other = logits.clone()
+    other.movedim(1, -1)[~keep] = torch.randn(int((~keep).sum()), 3, generator=g)
+    assert DiceCELoss(batch_dice, ignore_label=3)(other, target).item() == \
+        pytest.approx(got.item(), abs=1e-6)  # what is predicted where nobody labelled: no matter
+
+
+def test_a_batch_without_annotated_voxels_gives_zero_loss_and_gradient():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = DiceCELoss(ignore_label=3)(logits, torch.full((2, 4, 4), 3))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_foreground_confusion_skips_ignored_voxels():
+    target = torch.tensor([[0, 1, 1, 2, 3, 3]])  # (B=1, X=6); 3 = ignore
+    pred = torch.tensor([[0, 1, 2, 2, 1, 2]])
+    logits = F.one_hot(pred, 3).movedim(-1, 1).float()  # (1, 3, 6)
+    tp, fp, fn = foreground_confusion(logits, target, ignore_label=3)
+    assert tp.tolist() == [1, 1] and fp.tolist() == [0, 1] and fn.tolist() == [1, 0]
