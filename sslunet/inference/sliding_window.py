@@ -17,8 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from tqdm import tqdm
 
 from sslunet.errors import InputError
@@ -108,12 +110,15 @@ def gaussian_importance_map(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Separable Gaussian weight map for blending overlapping tiles (nnU-Net, 2021).
+    """Gaussian weight map for blending overlapping tiles, as nnU-Net v2 computes it.
 
-    nnU-Net blurs a delta placed at ``patch // 2`` and scales the peak to 10. We evaluate
-    the Gaussian analytically, centred at ``(patch - 1) / 2`` so that the map is exactly
-    mirror-symmetric (mirroring TTA then commutes with the weighting), and scale the peak
-    to 1; the scale cancels when accumulated logits are divided by accumulated weights.
+    nnU-Net (Isensee et al. 2021) places a delta at ``patch // 2`` and blurs it with
+    ``scipy.ndimage.gaussian_filter`` (sigma = ``sigma_scale`` x patch per axis, zero outside,
+    truncated at 4 sigma). We use the same map, so that a model exported to nnU-Net
+    (``sslunet_export --to-nnunet``) blends its tiles the same way and predicts the same masks.
+    The peak is scaled to 1 (nnU-Net: 10; the scale cancels when accumulated logits are divided
+    by accumulated weights). For even patch sizes the peak is half a voxel off-centre, as in
+    nnU-Net; mirroring TTA is unaffected (tiles are flipped back before they are weighted).
 
     Args:
         patch_size: Spatial size of the map.
@@ -127,14 +132,11 @@ def gaussian_importance_map(
     """
     if sigma_scale <= 0:
         raise ValueError(f"sigma scale must be positive, got {sigma_scale}")
-    weights = torch.ones((), dtype=torch.float64)
-    for patch in patch_size:
-        coords = torch.arange(patch, dtype=torch.float64)
-        sigma = patch * sigma_scale
-        profile = torch.exp(-0.5 * ((coords - (patch - 1) / 2.0) / sigma) ** 2)
-        # Outer product: (*previous, 1) x (patch,) -> (*previous, patch).
-        weights = weights.unsqueeze(-1) * profile
-    weights = (weights / weights.max()).to(dtype=dtype)
+    delta = np.zeros(tuple(patch_size), dtype=np.float64)
+    delta[tuple(p // 2 for p in patch_size)] = 1.0
+    blurred = ndimage.gaussian_filter(delta, [p * sigma_scale for p in patch_size], 0,
+                                      mode="constant", cval=0.0)
+    weights = torch.from_numpy(blurred / blurred.max()).to(dtype=dtype)
     smallest = weights[weights > 0].min()
     weights = torch.where(weights > 0, weights, smallest)
     return weights.to(device)

@@ -162,20 +162,18 @@ def test_tile_starts_reject_bad_arguments():
 
 
 @pytest.mark.parametrize("patch", [(9, 13), (8, 12), (7, 10, 5), (1, 6)])
-def test_gaussian_map_shape_peak_symmetry(patch):
-    weight = gaussian_importance_map(patch)
-    assert weight.shape == patch and weight.dtype == torch.float32
-    assert weight.max().item() == pytest.approx(1.0)
-    assert (weight > 0).all()
-    axes = range(len(patch))
-    for dims in itertools.chain(itertools.combinations(axes, 1), itertools.combinations(axes, 2)):
-        assert torch.equal(weight, torch.flip(weight, dims))
-    # The maximum sits on the central voxel(s): one per odd axis, two per even axis.
-    central = tuple(slice((p - 1) // 2, p // 2 + 1) for p in patch)
-    assert torch.allclose(weight[central], torch.ones_like(weight[central]))
-    outside = torch.ones(patch, dtype=torch.bool)
-    outside[central] = False
-    assert (weight[outside] < 1.0).all()
+def test_gaussian_map_is_nnunets_blurred_delta(patch):
+    """nnU-Net blurs a delta at patch // 2 with sigma = patch / 8, truncated at 4 sigma, which
+    reaches past the patch border: the map is the separable Gaussian centred at patch // 2."""
+    weight = gaussian_importance_map(patch, dtype=torch.float64)
+    assert weight.shape == patch and (weight > 0).all()
+    expected = torch.ones((), dtype=torch.float64)
+    for p in patch:
+        i = torch.arange(p, dtype=torch.float64)
+        expected = expected.unsqueeze(-1) * torch.exp(-0.5 * ((i - p // 2) / (p / 8)) ** 2)
+    assert torch.allclose(weight, expected / expected.max(), rtol=1e-10, atol=1e-300)
+    assert weight[tuple(p // 2 for p in patch)].item() == 1.0
+    assert gaussian_importance_map(patch).dtype == torch.float32
 
 
 def test_gaussian_map_matches_formula_and_sigma():
