@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from sslunet.cli._common import nonnegative_int, positive_float, positive_int, seed_int
+from sslunet.utils.engine import COMPILE_MODES
 
 # TrainingConfig field -> argparse keywords (the flag is the field with '-' for '_')
 SCHEDULE_FLAGS = {
@@ -31,6 +32,14 @@ RECIPE_FLAGS = {
     "pretrained_lr_scale": dict(type=positive_float,
                                 help="learning-rate multiplier for the tensors loaded from the "
                                      "checkpoint"),
+}
+# how a run computes, never what (sslunet/utils/acceleration.py)
+ENGINE_FLAGS = {
+    "compile": dict(choices=list(COMPILE_MODES),
+                    help="torch.compile the network: auto = on CUDA only (default), on, off; "
+                         "a failed compilation falls back to eager mode"),
+    "channels_last": dict(action="store_true", default=None,
+                          help="channels-last memory format for weights and inputs (GPU)"),
 }
 DEVICES = ["auto", "cuda", "cpu"]
 
@@ -58,6 +67,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training schedule (defaults: nnU-Net's)")
     add_overrides(g, SCHEDULE_FLAGS)
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    add_overrides(g, ENGINE_FLAGS)
     add_device_arg(g)
     g.add_argument("--seed", type=seed_int, default=0)
     g.add_argument("--continue", dest="continue_training", action="store_true",
@@ -72,7 +82,7 @@ def add_recipe_args(p: argparse.ArgumentParser, helps: dict | None = None) -> No
 
 def training_overrides(args: argparse.Namespace) -> dict:
     """``{TrainingConfig field: value}`` of the flags that were set (``--no-amp``: amp False)."""
-    names = (*SCHEDULE_FLAGS, *RECIPE_FLAGS)
+    names = (*SCHEDULE_FLAGS, *RECIPE_FLAGS, *ENGINE_FLAGS)
     out = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if getattr(args, "no_amp", False):
         out["amp"] = False

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sslunet.cli._common import float_range, fold, nonnegative_int, paths_from_env, run
 from sslunet.paths import check_writable_folder
+from sslunet.utils.engine import COMPILE_MODES
 
 EPILOG = """\
 Input: one file per channel, CASE_0000<ending>, CASE_0001<ending>, ... (the ending of the
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not apply the model's post-processing (largest connected component "
                         "where cross-validation showed it helps; postprocessing.json)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--compile", choices=list(COMPILE_MODES), default="off",
+                   help="torch.compile the networks (auto: on CUDA only); pays off for many "
+                        "cases, costs start-up time; a failed compilation falls back to eager")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format for weights and inputs (GPU)")
     p.add_argument("-np", "--num-processes", type=nonnegative_int, default=2,
                    help="export worker processes (resampling back, writing); 0: one "
                         "background thread (default: 2)")
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             step_size=args.step_size, tta=not args.disable_tta,
             save_probabilities=args.save_probabilities, overwrite=args.overwrite,
             device=args.device, num_processes=args.num_processes,
-            postprocessing=not args.no_postprocessing)
+            postprocessing=not args.no_postprocessing, compile=args.compile,
+            channels_last=args.channels_last)
         summary = predict_folder(paths, opts)
         print(f"{len(summary.predicted)} case(s) predicted, {len(summary.skipped)} skipped "
               f"(outputs already present); masks in {summary.output_dir}")

@@ -6,11 +6,10 @@ sliding window per fold (Gaussian weighting, mirroring TTA, tiles batched on the
 configurations slice by slice) -> ensemble -> revert the preprocessing -> argmax -> write with
 the input's exact geometry.
 
-Ensembling: the softmax probabilities of the folds are averaged (within one fold the mirrored
-TTA variants are averaged as logits, by the sliding window). Folds are independently trained
-models whose logit scales differ; averaging probabilities keeps one over-confident fold from
-dominating, and it is what nnU-Net's ``nnUNetv2_ensemble`` does across models. The ``.npz``
-written by ``save_probabilities`` holds exactly these averaged probabilities.
+Folds: their logits are averaged, resampled to the original grid, then turned into
+probabilities, as nnU-Net v2's predictor does (an exported model predicts the same masks in
+nnU-Net). Ensembles of model folders (``-m A B``, ``sslunet_find_best``) average the members'
+probabilities, as ``nnUNetv2_ensemble``. ``save_probabilities`` keeps them (original geometry).
 
 Three stages overlap: a reader thread reads and preprocesses the next case while the network
 predicts the current one, and exports (resampling back, argmax, compressing the NIfTI) run in
@@ -56,10 +55,10 @@ from sslunet.inference.models import (
 from sslunet.inference.ensemble import is_ensemble_folder, member_models, predict_ensemble
 from sslunet.inference.postprocessing import PostprocessingPlan, describe, model_postprocessing
 from sslunet.inference.predictor import (
-    export_probabilities,
+    export_logits,
     inference_config,
     network_predictor,
-    predict_probabilities,
+    predict_logits,
 )
 from sslunet.inference.sliding_window import InferenceConfig
 from sslunet.paths import Paths
@@ -67,6 +66,7 @@ from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import preprocess_case, target_spacing_for
 from sslunet.preprocessing.resampling import checked_new_shape
 from sslunet.preprocessing.storage import CaseProperties
+from sslunet.utils.acceleration import accelerate
 from sslunet.utils.device import resolve_device
 from sslunet.utils.processes import die_with_parent
 
@@ -98,6 +98,8 @@ class PredictOptions:
     # more model folders whose probabilities are averaged with ``model``'s (an ensemble); an
     # ensemble folder written by sslunet_find_best as ``model`` names its members itself
     ensemble: tuple[Path, ...] = ()
+    compile: str = "off"  # torch.compile the networks (auto: on CUDA); see utils/acceleration
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,8 @@ def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptio
                   output_dir: Path, post: PostprocessingPlan | None) -> None:
     config, plans = model.config, model.plans
     inference = _inference(config, opts)
-    predictors = [network_predictor(n, model.device) for n in model.networks]
+    predictors = [network_predictor(accelerate(n, model.device, opts.compile, opts.channels_last),
+                                    model.device) for n in model.networks]
     reader = ThreadPoolExecutor(1, thread_name_prefix="sslunet-read")
     exporter = _make_exporter(opts.num_processes)
     pending: deque[Future] = deque()
@@ -317,11 +320,11 @@ def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptio
     try:
         read = partial(read_case, plans=plans, config=config)
         for case, data, props in _prefetch(reader, read, cases, depth=2):
-            probs = predict_probabilities(predictors, data, config, plans.num_classes,
-                                          inference, model.device)
+            logits = predict_logits(predictors, data, config, plans.num_classes,
+                                    inference, model.device)
             out_file, npz = output_files(case, output_dir, opts.save_probabilities)
-            # export_probabilities is top level, so worker processes can unpickle the call
-            pending.append(exporter.submit(export_probabilities, probs, props, plans, config,
+            # export_logits is top level, so worker processes can unpickle the call
+            pending.append(exporter.submit(export_logits, logits, props, plans, config,
                                            out_file, npz, post))
             _collect(pending, bar, keep=max(1, opts.num_processes) + 1)
         _collect(pending, bar, keep=0)

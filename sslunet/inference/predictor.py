@@ -21,7 +21,7 @@ from sslunet.inference.sliding_window import (
 )
 from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.plans import ConfigurationPlan, Plans
-from sslunet.preprocessing.preprocessor import revert_probabilities
+from sslunet.preprocessing.preprocessor import revert_logits
 from sslunet.preprocessing.storage import CaseProperties
 from sslunet.utils.atomic import atomic_path
 
@@ -58,13 +58,15 @@ def _accumulation_device(device: torch.device, spatial: Sequence[int], num_class
     return device if need < free / 2 else torch.device("cpu")
 
 
-def predict_probabilities(predictors: Sequence[Predictor], data: np.ndarray,
-                          config: ConfigurationPlan, num_classes: int,
-                          inference: InferenceConfig, device: torch.device) -> np.ndarray:
-    """Fold-averaged softmax probabilities of one preprocessed case.
+def predict_logits(predictors: Sequence[Predictor], data: np.ndarray,
+                   config: ConfigurationPlan, num_classes: int,
+                   inference: InferenceConfig, device: torch.device) -> np.ndarray:
+    """Fold-averaged logits of one preprocessed case.
 
-    Each fold's (TTA-averaged) logits go through a softmax and the probabilities are averaged
-    over folds (the ensembling choice is explained in :mod:`sslunet.inference.api`).
+    Each fold's (TTA-averaged) logits are averaged over folds, as nnU-Net v2's predictor does
+    within one model, so that a model predicts the same masks here and, exported, in nnU-Net
+    (ensembles of several models average probabilities instead, see
+    :mod:`sslunet.inference.ensemble`).
 
     Args:
         predictors: One tile predictor per fold (see ``network_predictor``).
@@ -75,7 +77,7 @@ def predict_probabilities(predictors: Sequence[Predictor], data: np.ndarray,
         device: Where the tiles are predicted.
 
     Returns:
-        ``(K, Z, Y, X)`` float32 probabilities on the CPU.
+        ``(K, Z, Y, X)`` float32 logits on the CPU.
     """
     image = torch.from_numpy(np.array(data, dtype=np.float32)).to(device)  # copy: may be a memmap
     out_device = _accumulation_device(device, image.shape[1:], num_classes)
@@ -83,8 +85,7 @@ def predict_probabilities(predictors: Sequence[Predictor], data: np.ndarray,
     total = None
     for predictor in predictors:
         logits = window(predictor, image, num_classes, inference, out_device=out_device)
-        probs = torch.softmax(logits, 0)  # (K, Z, Y, X)
-        total = probs if total is None else total.add_(probs)
+        total = logits if total is None else total.add_(logits)
     return (total / len(predictors)).cpu().numpy()
 
 
@@ -96,14 +97,17 @@ def geometry_from_properties(props: CaseProperties) -> Geometry:
                     tuple(props.sitk_direction), size)
 
 
-def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
-                         config: ConfigurationPlan, out_file: Path,
-                         probabilities_file: Path | None = None,
-                         postprocessing: PostprocessingPlan | None = None) -> np.ndarray:
-    """Revert class probabilities to the original geometry, argmax, write the outputs.
+def export_logits(logits: np.ndarray, props: CaseProperties, plans: Plans,
+                  config: ConfigurationPlan, out_file: Path,
+                  probabilities_file: Path | None = None,
+                  postprocessing: PostprocessingPlan | None = None) -> np.ndarray:
+    """Revert logits to the original geometry, softmax, argmax, write the outputs.
+
+    As nnU-Net v2: the logits are resampled (linearly) to the cropped original grid, then
+    turned into probabilities; outside the crop box everything is background.
 
     Args:
-        probs: ``(K, *shape_after_resample)`` class probabilities in preprocessed space.
+        logits: ``(K, *shape_after_resample)`` class logits in preprocessed space.
         props: How the case was preprocessed (geometry, crop box, spacings).
         plans: The plans (for the axis transposition).
         config: The configuration (for the resampling orders).
@@ -116,7 +120,7 @@ def export_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
         The label map ``(z, y, x)`` uint8 as written. The probabilities file is written
         before the label map, so an existing label map means the case is complete.
     """
-    full = revert_probabilities(probs, props, plans, config)  # (K, *original_shape)
+    full = revert_logits(logits, props, plans, config)  # (K, *original_shape) probabilities
     seg = full.argmax(0).astype(np.uint8)
     seg = apply_postprocessing(seg, postprocessing, list(foreground_labels(plans.labels).values()))
     if probabilities_file is not None:

@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from sslunet.evaluation.api import evaluate_folders
 from sslunet.inference.predictor import (
-    export_probabilities,
+    export_logits,
     inference_config,
     network_predictor,
-    predict_probabilities,
+    predict_logits,
 )
 from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.storage import load_case
@@ -38,10 +38,10 @@ def predict_and_evaluate(network: torch.nn.Module, plans: Plans, config: Configu
     inference = inference_config(config, tta=tta)
     for case_id in tqdm(case_ids, desc=desc, unit="case"):
         data, _, props = load_case(case_folder, case_id)
-        probs = predict_probabilities([predictor], data, config, plans.num_classes, inference,
-                                      device)
+        logits = predict_logits([predictor], data, config, plans.num_classes, inference,
+                                device)
         npz = out_dir / f"{case_id}.npz" if save_probabilities else None
-        export_probabilities(probs, props, plans, config, out_dir / f"{case_id}{file_ending}", npz)
+        export_logits(logits, props, plans, config, out_dir / f"{case_id}{file_ending}", npz)
     summary = evaluate_folders(ref_dir, out_dir, labels=plans.labels, file_ending=file_ending,
                                output=out_dir, reference_cases=case_ids, verbose=False)
     print(f"{desc}: {dice_line(summary)} ({out_dir / 'summary.json'})", file=sys.stderr)

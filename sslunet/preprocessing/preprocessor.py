@@ -114,18 +114,21 @@ def preprocess_case(
     return data, seg, props
 
 
-def revert_probabilities(probs: np.ndarray, props: CaseProperties, plans: Plans,
-                         config: ConfigurationPlan) -> np.ndarray:
-    """(K, *shape_after_resample) class scores -> (K, *original_shape) in original order.
+def revert_logits(logits: np.ndarray, props: CaseProperties, plans: Plans,
+                  config: ConfigurationPlan) -> np.ndarray:
+    """(K, *shape_after_resample) logits -> (K, *original_shape) probabilities in original order.
 
-    Probabilities are resampled linearly (nnU-Net: order 1; nearest along the thick-slice axis),
-    voxels outside the crop box get background (probability 1 for class 0).
+    As nnU-Net v2: logits are resampled linearly (nearest along the thick-slice axis) to the
+    crop box, then a softmax; voxels outside the crop box get background (probability 1 for
+    class 0).
     """
     r = config.resampling
-    back = resample_data(probs, props.shape_after_crop, props.target_spacing, props.spacing,
+    back = resample_data(logits, props.shape_after_crop, props.target_spacing, props.spacing,
                          order=1, order_z=r.order_z_data, aniso_threshold=r.anisotropy_threshold)
+    back = np.exp(back - back.max(0, keepdims=True))  # softmax over classes, (K, *crop)
+    back /= back.sum(0, keepdims=True)
     back = back.transpose(0, *[a + 1 for a in plans.transpose_backward])
-    out = np.zeros((probs.shape[0], *props.original_shape), dtype=np.float32)
+    out = np.zeros((logits.shape[0], *props.original_shape), dtype=np.float32)
     out[0] = 1.0
     crop = tuple(slice(a, b) for a, b in props.bbox)
     out[(slice(None), *crop)] = back

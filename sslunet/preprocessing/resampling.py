@@ -86,12 +86,25 @@ def _plan_axes(spacing, aniso_threshold: float) -> tuple[list[int], int | None]:
     return list(range(len(spacing))), None
 
 
+def _clip(out: np.ndarray, vol: np.ndarray, order: int, z: int | None) -> np.ndarray:
+    """Clip a spline's overshoot to the input's range, as ``skimage.transform.resize`` (which
+    nnU-Net resamples with) does: over the whole volume, or slice by slice along ``z`` when
+    the slices were resampled one by one."""
+    if order <= 1:
+        return out  # linear interpolation never leaves the input's range
+    others = tuple(a for a in range(vol.ndim) if a != z)
+    lo = vol.min(axis=others if z is not None else None, keepdims=True)
+    hi = vol.max(axis=others if z is not None else None, keepdims=True)
+    return np.clip(out, lo, hi, out=out)
+
+
 def resample_volume(vol: np.ndarray, out_shape, spacing, target_spacing, order: int,
                     order_z: int, aniso_threshold: float = 3.0) -> np.ndarray:
     """Resample one 3D float array to ``out_shape``.
 
     The anisotropy test looks at both the original and the target spacing (whichever is
-    anisotropic decides), as nnU-Net does.
+    anisotropic decides), as nnU-Net does; cubic splines are clipped to the input's range, as
+    nnU-Net's resize does.
     """
     out_shape = tuple(int(s) for s in out_shape)
     if tuple(vol.shape) == out_shape:
@@ -100,9 +113,9 @@ def resample_volume(vol: np.ndarray, out_shape, spacing, target_spacing, order: 
     axes, z = aniso_src if aniso_src[1] is not None else _plan_axes(target_spacing,
                                                                     aniso_threshold)
     if z is None:
-        return _resample_axes(vol, out_shape, axes, order)
+        return _clip(_resample_axes(vol, out_shape, axes, order), vol, order, None)
     inplane = [a for a in axes if vol.shape[a] != out_shape[a]]
-    out = _resample_axes(vol, out_shape, inplane, order) if inplane else vol
+    out = _clip(_resample_axes(vol, out_shape, inplane, order), vol, order, z) if inplane else vol
     if out.shape[z] != out_shape[z]:
         out = _resample_axes(out, out_shape, [z], order_z)
     return out

@@ -47,7 +47,8 @@ RESAMPLING_FN = "resample_data_or_seg_to_shape"
 
 
 def nnunet_model_dir(out_root: Path, dataset: str, configuration: str) -> Path:
-    """Where nnU-Net v2 looks for a trained model: ``<results>/<dataset>/<trainer>__<plans>__<c>``."""
+    """Where nnU-Net v2 looks for a trained model:
+    ``<results>/<dataset>/<trainer>__<plans>__<configuration>``."""
     return Path(out_root) / dataset / f"{TRAINER}__{PLANS_NAME}__{configuration}"
 
 

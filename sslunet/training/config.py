@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from sslunet.errors import SettingError
+from sslunet.utils.engine import COMPILE_MODES
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class TrainingConfig:
     deep_supervision: bool = True
     num_workers: int = 2  # background augmentation processes (0: in the main process)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    # GPU fast path (sslunet/utils/acceleration.py): torch.compile "auto" (CUDA only, as
+    # nnU-Net), "on" or "off", falling back to eager mode if compilation fails; channels-last
+    # weights and inputs (off until measured on a GPU)
+    compile: str = "auto"
+    channels_last: bool = False
     seed: int = 0
     checkpoint_every: int = 1  # epochs between "latest" checkpoints
     ema_alpha: float = 0.9  # smoothing of the validation metric used to pick "best"
@@ -70,6 +76,8 @@ class TrainingConfig:
              f"in [0, epochs = {self.epochs}]")
         need(self.warmup_epochs <= self.epochs, "warmup_epochs", f"in [0, epochs = {self.epochs}]")
         need(self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'")
+        need(self.compile in COMPILE_MODES, "compile", " or ".join(map(repr, COMPILE_MODES)))
+        need(isinstance(self.channels_last, bool), "channels_last", "true or false")
 
 
 class _OverridesMethods:

@@ -34,6 +34,7 @@ from sslunet.training.distributed import DistContext, all_reduce_sum
 from sslunet.training.param_groups import single_group
 from sslunet.training.progress import RunLog
 from sslunet.training.schedule import learning_rate
+from sslunet.utils.acceleration import accelerate
 
 Batch = dict[str, torch.Tensor]
 LoaderFactory = Callable[[int], tuple[Iterator[Batch], Iterator[Batch] | None, Callable[[], None]]]
@@ -69,6 +70,8 @@ class Trainer:
         self.make_loaders = make_loaders
         self.progress = progress and dist_ctx.is_main
         self.log = RunLog(self.out_dir, enabled=dist_ctx.is_main)
+        accelerate(unwrap(self.model).network, device, cfg.compile, cfg.channels_last,
+                   lambda msg: self.log.log(f"warning: {msg}"))
         params = param_groups if param_groups is not None else single_group(self.model)
         self.lr = cfg.lr
         if cfg.optimizer == "sgd":

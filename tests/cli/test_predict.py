@@ -27,10 +27,10 @@ from sslunet.dataset.imageio import read_array, read_header
 from sslunet.inference import api as predict_lib
 from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.inference.predictor import (
-    export_probabilities,
+    export_logits,
     inference_config,
     network_predictor,
-    predict_probabilities,
+    predict_logits,
 )
 from sslunet.networks import build_network
 from sslunet.paths import Paths
@@ -143,14 +143,16 @@ def test_masks_have_input_geometry_and_match_direct_prediction(home, tmp_path, c
         data, _, props = load_case(pre, case)
         assert props.shape_after_crop != props.original_shape  # the border was cropped
         resampled.append(props.shape_after_resample != props.shape_after_crop)
-        probs = predict_probabilities([predictor], data, config, 3, inference, torch.device("cpu"))
-        direct = export_probabilities(probs, props, plans, config, tmp_path / "direct.nii.gz")
+        logits = predict_logits([predictor], data, config, 3, inference, torch.device("cpu"))
+        direct = export_logits(logits, props, plans, config, tmp_path / "direct.nii.gz")
         np.testing.assert_array_equal(mask(got), direct)
         assert len(np.unique(direct)) > 1  # a constant mask would make the comparison vacuous
     assert resampled == [False, False, True, False]
 
 
-def test_fold_ensemble_averages_probabilities(home, tmp_path, capsys):
+def test_fold_ensemble_averages_logits_as_nnunet(home, tmp_path, capsys):
+    """Folds' logits are averaged (then resampled linearly, then softmax), as nnU-Net v2's
+    predictor does: the probabilities are the normalised geometric mean of the folds'."""
     inp = copy_cases(home, tmp_path / "in", ("case_001", "case_002"))
     runs, logs = {}, {}
     for tag, folds in (("both", ()), ("f0", ("-f", "0")), ("f1", ("-f", "1"))):
@@ -164,7 +166,8 @@ def test_fold_ensemble_averages_probabilities(home, tmp_path, capsys):
         both = probabilities(runs["both"] / f"{case}.npz")
         assert both.shape == (3, 6, 40, 36)
         assert np.abs(p0 - p1).max() > 0.05  # the folds really differ
-        np.testing.assert_allclose(both, (p0 + p1) / 2, atol=2e-3)
+        geometric = np.sqrt(np.clip(p0, 1e-6, 1) * np.clip(p1, 1e-6, 1))
+        np.testing.assert_allclose(both, geometric / geometric.sum(0), atol=3e-3)
         np.testing.assert_allclose(both.sum(0), 1.0, atol=3e-3)
         assert (mask(runs["both"] / f"{case}.nii.gz") == both.argmax(0)).mean() > 0.99
 
@@ -341,7 +344,7 @@ def test_bad_input_fails_cleanly(home, tmp_path, capsys, make_bad):
 
 
 # --------------------------------------------------------------------------- workers
-@pytest.mark.parametrize("stage", ["read_case", "export_probabilities"])
+@pytest.mark.parametrize("stage", ["read_case", "export_logits"])
 def test_worker_errors_surface_and_stop_workers(home, tmp_path, monkeypatch, stage):
     def boom(*args, **kwargs):
         raise RuntimeError(f"{stage} failed")

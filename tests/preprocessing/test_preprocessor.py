@@ -19,7 +19,7 @@ from sslunet.planning.planner import plan_experiment
 from sslunet.plans import CaseFingerprint, ChannelIntensityStats, Fingerprint
 from sslunet.preprocessing.preprocessor import (
     preprocess_case,
-    revert_probabilities,
+    revert_logits,
     revert_segmentation,
 )
 from sslunet.preprocessing.resampling import (
@@ -99,8 +99,9 @@ def test_round_trip_exact_without_resampling(synthetic_case):
     back = revert_segmentation(pseg[0], props, plans, cfg)
     assert back.shape == shape
     np.testing.assert_array_equal(back, seg)
-    probs = revert_probabilities(one_hot(pseg[0], 3), props, plans, cfg)
+    probs = revert_logits(10.0 * one_hot(pseg[0], 3), props, plans, cfg)  # logits
     assert probs.shape == (3, *shape)
+    np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)  # probabilities, not logits
     np.testing.assert_array_equal(probs.argmax(0), seg)
 
 
@@ -120,7 +121,7 @@ def test_round_trip_with_resampling(synthetic_case, sitk_spacing, shape, target,
     assert out.shape[1:] == pseg.shape[1:] == expected == props.shape_after_resample
     assert expected != props.shape_after_crop
     back = revert_segmentation(pseg[0], props, plans, cfg)
-    probs = revert_probabilities(one_hot(pseg[0], 3), props, plans, cfg)
+    probs = revert_logits(10.0 * one_hot(pseg[0], 3), props, plans, cfg)  # logits
     assert back.shape == probs.shape[1:] == shape
     for label in (1, 2):
         assert dice(back == label, seg == label) > 0.97

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sslunet.errors import InputError
 from sslunet.preprocessing.resampling import (
     checked_new_shape,
     resample_data,
     resample_seg,
+    resample_volume,
 )
 
 
 def _blobby_labels(shape, seed, n_labels=3):
-    from scipy import ndimage
-
     rng = np.random.default_rng(seed)
     field = ndimage.gaussian_filter(rng.random((n_labels + 1, *shape)), (0, 2, 2, 2))
     return field.argmax(0).astype(np.int16)  # (z, y, x) labels 0..n_labels, big blobs
@@ -94,3 +94,18 @@ def test_resampling_guard():
     assert err.value.path == "x.nii.gz"
     with pytest.raises(InputError, match="limit"):  # 3000^3 voxels: an absurd allocation
         checked_new_shape((30, 30, 30), (100.0, 100.0, 100.0), (1.0, 1.0, 1.0), "c", "x.nii.gz")
+
+
+def test_cubic_resampling_is_clipped_to_the_input_range_like_skimage():
+    """nnU-Net resamples with skimage's resize, which clips a spline's overshoot to the input's
+    range: over the volume, or per slice when thick slices are resampled one by one."""
+    step = np.zeros((4, 8, 8), np.float32)
+    step[:, :, 4:] = 1.0  # a sharp edge: cubic splines overshoot it
+    up = resample_volume(step, (4, 16, 16), (1.0, 1.0, 1.0), (1.0, 0.5, 0.5), 3, 0)
+    assert up.min() == 0.0 and up.max() == 1.0
+    raw = ndimage.zoom(step, (1, 2, 2), order=3, mode="nearest", grid_mode=True)
+    assert raw.max() > 1.0 and raw.min() < 0.0  # what the clip removes
+    slices = step * np.array([1.0, 2.0, 5.0, 10.0], np.float32)[:, None, None]
+    aniso = resample_volume(slices, (4, 16, 16), (5.0, 1.0, 1.0), (5.0, 0.5, 0.5), 3, 0)
+    for z, top in enumerate((1.0, 2.0, 5.0, 10.0)):
+        assert aniso[z].max() == top and aniso[z].min() == 0.0

@@ -1,0 +1,99 @@
+"""GPU fast-path switches for a network: ``torch.compile`` and the channels-last memory format.
+
+Both change how a network computes, never what it computes (tests check the outputs agree
+within float tolerance) nor its ``state_dict`` (checkpoints keep their names and layout):
+
+- **compile** (``"auto"``: on CUDA only, as nnU-Net v2 compiles by default on a GPU; ``"on"``;
+  ``"off"``). The network's ``forward`` is replaced by a compiled version of itself, so
+  parameter names, DDP and weight transfer are untouched. Compilation happens at the first call
+  (and again for new input shapes); if it fails (no C++ compiler, an unsupported op, a backend
+  bug) the network falls back to eager mode for good, with one warning, instead of stopping a
+  run.
+- **channels-last** (``NHWC`` / ``NDHWC``): weights and inputs in the layout that tensor cores
+  prefer; measured per configuration before it becomes a default (off by default).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sslunet.utils.engine import COMPILE_MODES
+
+
+def wants_compile(mode: str, device: torch.device) -> bool:
+    """Whether ``mode`` compiles on ``device``."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def memory_format(ndim: int) -> torch.memory_format:
+    """Channels-last format for a network with ``ndim`` spatial axes (2 or 3)."""
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+
+class _EagerFallback:
+    """``forward`` that runs the compiled version and, once that fails, the original."""
+
+    def __init__(self, eager: Callable, compiled: Callable, warn: Callable[[str], None]):
+        self.eager, self.compiled, self.warn = eager, compiled, warn
+        self.failed = False
+
+    def __call__(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly instead
+                self.failed = True
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                self.warn(f"torch.compile failed ({type(e).__name__}: {first}); "
+                          "continuing without compilation")
+        return self.eager(*args, **kwargs)
+
+
+class _ChannelsLast:
+    """``forward`` that hands its first (image) argument over in channels-last layout."""
+
+    def __init__(self, forward: Callable, fmt: torch.memory_format):
+        self.forward, self.fmt = forward, fmt
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs):
+        return self.forward(x.contiguous(memory_format=self.fmt), *args, **kwargs)
+
+
+def _stderr(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def spatial_dims(network: nn.Module) -> int:
+    """2 or 3: the spatial axes of the network's first convolution."""
+    conv = next(m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
+    return conv.weight.ndim - 2  # (out, in, *kernel)
+
+
+def accelerate(network: nn.Module, device: torch.device, compile_mode: str = "off",
+               channels_last: bool = False,
+               warn: Callable[[str], None] = _stderr) -> nn.Module:
+    """Apply the switches to ``network`` in place (its ``forward``); returns it.
+
+    Args:
+        network: the network (already on ``device``, weights loaded).
+        device: where it runs (``"auto"`` compiles on CUDA only).
+        compile_mode: ``"auto"``, ``"on"`` or ``"off"``.
+        channels_last: weights and inputs in channels-last layout.
+        warn: where a compilation failure is reported.
+    """
+    forward = network.forward
+    if channels_last:
+        fmt = memory_format(spatial_dims(network))
+        network.to(memory_format=fmt)
+        forward = _ChannelsLast(forward, fmt)
+    if wants_compile(compile_mode, device):
+        forward = _EagerFallback(forward, torch.compile(forward), warn)
+    if forward is not network.forward:
+        network.forward = forward  # an instance attribute: nn.Module.__call__ uses it
+    return network

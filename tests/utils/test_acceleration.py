@@ -1,0 +1,107 @@
+"""The GPU fast-path switches on CPU: they change how a network computes, not what."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sslunet.cli import finetune as finetune_cli
+from sslunet.cli import predict as predict_cli
+from sslunet.cli._training_flags import training_overrides
+from sslunet.networks import build_network
+from sslunet.training.api import FinetuneOptions, finetune
+from sslunet.training.config import TrainingConfig
+from sslunet.utils import acceleration
+from sslunet.utils.acceleration import accelerate, spatial_dims, wants_compile
+from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides
+from tests.helpers.networks import make_plan
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _network_and_input(ndim: int):
+    plan = make_plan(ndim)
+    net = build_network(plan, 1, 3, deep_supervision=False, seed=0).eval()
+    x = torch.randn(2, 1, *plan.patch_size, generator=torch.Generator().manual_seed(0))
+    return net, x
+
+
+def test_compile_modes():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not wants_compile("auto", cpu) and wants_compile("auto", cuda)
+    assert wants_compile("on", cpu) and not wants_compile("off", cuda)
+    with pytest.raises(ValueError):
+        wants_compile("fast", cpu)
+    with pytest.raises(ValueError, match="--compile"):
+        TrainingConfig(compile="fast")
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_channels_last_gives_the_same_outputs_and_state_dict(ndim):
+    net, x = _network_and_input(ndim)
+    with torch.no_grad():
+        expected = net(x)
+    names = list(net.state_dict())
+    accelerate(net, torch.device("cpu"), "off", channels_last=True)
+    assert spatial_dims(net) == ndim
+    conv = next(m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    fmt = torch.channels_last if ndim == 2 else torch.channels_last_3d
+    assert conv.weight.is_contiguous(memory_format=fmt)
+    with torch.no_grad():
+        got = net(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert list(net.state_dict()) == names
+
+
+def test_a_failing_compilation_falls_back_to_eager_once_with_a_warning(monkeypatch):
+    net, x = _network_and_input(2)
+    with torch.no_grad():
+        expected = net(x)
+
+    def broken_compile(fn):
+        def run(*args, **kwargs):
+            raise RuntimeError("backend compiler failed\nlong trace")
+        return run
+
+    monkeypatch.setattr(acceleration.torch, "compile", broken_compile)
+    warnings = []
+    accelerate(net, torch.device("cpu"), "on", warn=warnings.append)
+    with torch.no_grad():
+        first, second = net(x), net(x)
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+    assert len(warnings) == 1 and "backend compiler failed" in warnings[0]
+    assert "long trace" not in warnings[0]
+
+
+@pytest.mark.slow
+def test_compiled_network_gives_the_same_outputs():
+    """A real torch.compile (inductor, a C++ compiler on CPU): same outputs as eager, or the
+    eager fallback when this machine cannot compile (then the warning says why)."""
+    net, x = _network_and_input(2)
+    with torch.no_grad():
+        expected = net(x)
+    warnings = []
+    accelerate(net, torch.device("cpu"), "on", warn=warnings.append)
+    with torch.no_grad():
+        got = net(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert list(net.state_dict()) == list(build_network(make_plan(2), 1, 3,
+                                                        deep_supervision=False).state_dict())
+
+
+def test_switches_reach_training_runs_and_the_command_lines(tmp_path_factory, tmp_path):
+    paths = tiny_home(tmp_path_factory, tmp_path / "home")
+    run_dir = finetune(paths, FinetuneOptions(DATASET, "2d", validate=False,
+                                              overrides=tiny_overrides(channels_last=True,
+                                                                       compile="off")))
+    recorded = json.loads((run_dir / "run_config.json").read_text())["training"]
+    assert recorded["channels_last"] is True and recorded["compile"] == "off"
+    args = finetune_cli.build_parser().parse_args(["-d", "x", "--compile", "on",
+                                                   "--channels-last"])
+    assert training_overrides(args) == {"compile": "on", "channels_last": True}
+    assert training_overrides(finetune_cli.build_parser().parse_args(["-d", "x"])) == {}
+    args = predict_cli.build_parser().parse_args(["-i", "a", "-o", "b", "--compile", "auto"])
+    assert args.compile == "auto" and not args.channels_last
