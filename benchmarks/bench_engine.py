@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from sslunet.errors import InputError
-from sslunet.inference.predictor import inference_config, network_predictor, predict_probabilities
+from sslunet.inference.predictor import inference_config, network_predictor, predict_logits
 from sslunet.inference.sliding_window import compute_tile_starts
 from sslunet.networks import build_network
 from sslunet.paths import Paths
@@ -53,6 +53,7 @@ from sslunet.training.config import finetune_defaults
 from sslunet.training.api import make_loader_factory
 from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.trainer import Trainer
+from sslunet.utils.acceleration import accelerate
 from sslunet.utils.atomic import write_json
 from sslunet.utils.device import resolve_device
 
@@ -187,7 +188,9 @@ def bench_training(plans: Plans, config: ConfigurationPlan, folder: Path, device
         raise InputError("no preprocessed labelled cases", folder)
     total = args.warmup + args.iterations
     cfg = finetune_defaults(False).replace(num_workers=0, epochs=1, iters_per_epoch=total,
-                                           batch_size=args.batch_size, amp=not args.no_amp)
+                                           batch_size=args.batch_size, amp=not args.no_amp,
+                                           compile=args.compile,
+                                           channels_last=args.channels_last)
     network = build_network(config, plans.num_input_channels, plans.num_classes,
                             cfg.deep_supervision, seed=0)
     model = SegmentationModel(network, config.batch_dice)
@@ -202,7 +205,8 @@ def bench_training(plans: Plans, config: ConfigurationPlan, folder: Path, device
     out = {"patch_size": list(config.patch_size), "batch_size": cfg.batch_size or
            config.batch_size, "features_per_stage": list(config.features_per_stage),
            "iterations": args.iterations, "warmup": args.warmup,
-           **timed, "amp": trainer.amp_dtype is not None}
+           **timed, "amp": trainer.amp_dtype is not None, "compile": args.compile,
+           "channels_last": args.channels_last}
     return out
 
 
@@ -213,6 +217,7 @@ def bench_prediction(plans: Plans, config: ConfigurationPlan, folder: Path,
     data, _, _ = load_case(folder, case, mmap=False)
     network = build_network(config, plans.num_input_channels, plans.num_classes,
                             deep_supervision=False, seed=0).to(device).eval()
+    accelerate(network, device, args.compile, args.channels_last)
     predictor = network_predictor(network, device)
     starts = compute_tile_starts(data.shape[1:], config.patch_size, 0.5)
     out = {"case": case, "shape": list(data.shape[1:]), "patch_size": list(config.patch_size),
@@ -223,7 +228,7 @@ def bench_prediction(plans: Plans, config: ConfigurationPlan, folder: Path,
         for r in range(args.predict_repeats + 1):  # the first run warms up
             _sync(device)
             t0 = time.perf_counter()
-            predict_probabilities([predictor], data, config, plans.num_classes, inference, device)
+            predict_logits([predictor], data, config, plans.num_classes, inference, device)
             _sync(device)
             if r > 0 or args.predict_repeats == 0:
                 times.append(time.perf_counter() - t0)
@@ -264,6 +269,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="scale the plan's feature maps (e.g. 0.25 for quick CPU runs)")
     p.add_argument("--num-cases", type=int, default=4, help="synthetic cases to generate")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="off",
+                   help="torch.compile the network (timings include no compilation: the "
+                        "warm-up iterations absorb it)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--small", action="store_true",
                    help="quick CPU preset: small synthetic images, features x0.25, 3 iterations "
                         "after 1 warm-up, 1 prediction repeat")
