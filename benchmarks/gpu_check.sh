@@ -17,8 +17,8 @@ set -uo pipefail
 DEVICE=cuda
 if [ "${1:-}" = "--device" ]; then DEVICE=$2; fi
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-OUT="$REPO/benchmarks/results"; mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/sslunet-gpu-check-XXXX); export SSLUNET_HOME="$WORK/home"
+OUT=${GPU_CHECK_OUT:-$REPO/benchmarks/results}; mkdir -p "$OUT"  # GPU_CHECK_OUT: elsewhere
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sslunet-gpu-check-XXXX"); export SSLUNET_HOME="$WORK/home"
 TAG=$DEVICE; LOG="$OUT/gpu_check_$TAG.log"; : > "$LOG"
 FAILED=0
 if [ "$DEVICE" = cpu ]; then
@@ -57,4 +57,5 @@ step torchrun_finetune torchrun --standalone --nproc_per_node 1 -m sslunet.cli.f
 step demo_full_subset sslunet_study -d 905 -c 2d --name gpu_check --inits random mae --labeled 2 \
      --seeds 0 --device "$DEVICE" "${STUDY[@]}"
 echo "work folder: $WORK; results: $OUT/*_${TAG}*.json; log: $LOG" | tee -a "$LOG"
+[ "$FAILED" = 0 ] && rm -rf "$WORK"
 exit $FAILED
