@@ -32,9 +32,10 @@ step sparse_slices sslunet_finetune -d "$DS" -c 2d -f 0 --num-labeled 4 --labele
 MODEL="$SSLUNET_HOME/results/$DS/finetune/mae__2d__all"
 step export_to_nnunet sslunet_export -m "$MODEL" --to-nnunet "$WORK/nnunet_results"
 if [ -n "${NNUNET_PYTHON:-}" ]; then
-  step predict_sslunet sslunet_predict -i "$WORK/in" -o "$WORK/pred_ss" -m "$MODEL" -f 0 --no-postprocessing --save-probabilities --device cpu
+  # without TTA: nnU-Net's CPU prediction is slow (float16 sums), and TTA is tested elsewhere
+  step predict_sslunet sslunet_predict -i "$WORK/in" -o "$WORK/pred_ss" -m "$MODEL" -f 0 --no-postprocessing --save-probabilities --device cpu --disable-tta
   step predict_nnunet env nnUNet_results="$WORK/nnunet_results" nnUNet_raw="$WORK/r" nnUNet_preprocessed="$WORK/p" \
-    "$(dirname "$NNUNET_PYTHON")/nnUNetv2_predict" -i "$WORK/in" -o "$WORK/pred_nn" -d "$DS" -c 2d -f 0 -device cpu -npp 1 -nps 1
+    "$(dirname "$NNUNET_PYTHON")/nnUNetv2_predict" -i "$WORK/in" -o "$WORK/pred_nn" -d "$DS" -c 2d -f 0 -device cpu -npp 1 -nps 1 --disable_tta
   python - "$WORK" >> "$LOG" <<'PY'
 import sys, numpy as np, SimpleITK as sitk
 from pathlib import Path
