@@ -20,8 +20,7 @@ Usage::
     python benchmarks/bench_engine.py --dataset 1 --device cuda
     python benchmarks/bench_engine.py --small --device cpu # a few minutes on 2 CPU cores
 
-Without ``--dataset`` a small synthetic dataset (``sslunet.dataset.synthetic``, or random
-blobs if that module is missing) is generated and planned in a temporary folder. Results go
+Without ``--dataset`` a small synthetic dataset (``sslunet.dataset.synthetic``) is generated and planned in a temporary folder. Results go
 to ``benchmarks/results/engine_<device>.json``.
 """
 
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -42,13 +40,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.dataset.synthetic import SynthConfig, generate_dataset
 from sslunet.errors import InputError
 from sslunet.inference.predictor import inference_config, network_predictor, predict_logits
 from sslunet.inference.sliding_window import compute_tile_starts
 from sslunet.networks import build_network
 from sslunet.paths import Paths
+from sslunet.planning.api import PlanOptions, plan_and_preprocess
 from sslunet.plans import ConfigurationPlan, Plans
-from sslunet.preprocessing.storage import list_cases, load_case
+from sslunet.preprocessing.storage import list_cases, load_case, load_plans, preprocessed_dir
 from sslunet.training.config import finetune_defaults
 from sslunet.training.api import make_loader_factory
 from sslunet.training.segmentation import SegmentationModel
@@ -84,56 +85,21 @@ def machine_info(device: torch.device) -> dict:
 
 
 # ----------------------------------------------------------------------------- dataset
-def _random_dataset(raw_root: Path, num_cases: int, seed: int) -> Path:
-    """Fallback when ``sslunet.dataset.synthetic`` is missing: ellipsoid blobs in noise."""
-    import SimpleITK as sitk
-
-    root = raw_root / "Dataset990_BenchRandom"
-    rng = np.random.default_rng(seed)
-    shape = (24, 96, 96)  # (z, y, x)
-    grid = np.indices(shape, dtype=np.float32)  # (3, z, y, x)
-    for i in range(num_cases):
-        centre = np.array(shape) / 2 + rng.uniform(-4, 4, 3)
-        dist = sum(((grid[a] - centre[a]) / (shape[a] / 4)) ** 2 for a in range(3))
-        seg = (dist < 1).astype(np.uint8) + (dist < 0.3)
-        img = (100 + 50 * seg + rng.normal(0, 10, shape)).astype(np.float32)
-        for arr, sub, name in ((img, "imagesTr", f"case_{i:03d}_0000"),
-                               (seg, "labelsTr", f"case_{i:03d}")):
-            image = sitk.GetImageFromArray(arr)
-            image.SetSpacing((1.5, 1.5, 4.0))
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            sitk.WriteImage(image, str(root / sub / f"{name}.nii.gz"), useCompression=True)
-    meta = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "outer": 1, "inner": 2},
-            "numTraining": num_cases, "file_ending": ".nii.gz"}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
-
-
 def generate_and_plan(home: Path, configurations: tuple[str, ...], num_cases: int,
                       small: bool) -> tuple[Plans, Path]:
     """Write a synthetic raw dataset under ``home`` and plan/preprocess it."""
-    from sslunet.planning.api import PlanOptions, plan_and_preprocess
-
     paths = Paths.under(home)
-    try:
-        from sslunet.dataset.synthetic import SynthConfig, generate_dataset
-    except ImportError:
-        raw = _random_dataset(paths.raw, num_cases, seed=0)
-    else:
-        cfg = SynthConfig(num_labeled=num_cases, num_unlabeled=0, num_test=0, seed=0,
-                          dataset_id=990, dataset_name="BenchSynth")
-        if small:
-            cfg = dataclasses.replace(cfg, inplane_size=(64, 80), num_slices=(16, 20))
-        raw = generate_dataset(paths.raw, cfg, num_processes=2)
+    cfg = SynthConfig(num_labeled=num_cases, num_unlabeled=0, num_test=0, seed=0,
+                      dataset_id=990, dataset_name="BenchSynth")
+    if small:
+        cfg = dataclasses.replace(cfg, inplane_size=(64, 80), num_slices=(16, 20))
+    raw = generate_dataset(paths.raw, cfg, num_processes=2)
     plans = plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
         configurations=configurations, num_processes=2, progress=False))
     return plans, paths.preprocessed / raw.name
 
 
 def load_planned(spec: str) -> tuple[Plans, Path]:
-    from sslunet.dataset.resolve import resolve_dataset_name
-    from sslunet.preprocessing.storage import load_plans, preprocessed_dir
-
     paths = Paths.from_environ(os.environ)
     name = resolve_dataset_name(spec, [paths.preprocessed])
     return load_plans(paths, name), preprocessed_dir(paths, name)

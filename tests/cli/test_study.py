@@ -21,8 +21,6 @@ def _study_cli(monkeypatch, capsys, argv, home):
 
 def test_cli_passes_schedules_through_to_finetuning_and_pretraining(
         tmp_path_factory, tmp_path, monkeypatch, capsys):
-    import sslunet.cli.study as study_cli
-
     tiny_home(tmp_path_factory, tmp_path / "home")
     seen = {}
 

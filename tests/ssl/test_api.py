@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from sslunet.errors import InputError
+import sslunet.training.api as finetune_module
 from sslunet.paths import Paths
 from sslunet.plans import Plans
 from sslunet.preprocessing.storage import list_cases
@@ -159,8 +160,6 @@ class _CapturingTrainer:
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", list_objectives())
 def test_finetune_starts_from_the_pretrained_weights(tiny, runs, objective, monkeypatch):
-    import sslunet.training.api as finetune_module
-
     paths, plans = tiny
     run_dir = runs(objective, "2d")
     ckpt = load_checkpoint(run_dir / "checkpoint_final.pt")
@@ -188,8 +187,6 @@ def test_finetune_starts_from_the_pretrained_weights(tiny, runs, objective, monk
 
 @pytest.mark.slow
 def test_checkpoint_of_another_configuration_is_refused(tiny, runs):
-    import sslunet.training.api as finetune_module
-
     paths, plans = tiny
     ckpt = runs("mae", "2d") / "checkpoint_final.pt"
     opts = finetune_module.FinetuneOptions(plans.dataset_name, "3d_fullres", 0, str(ckpt),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import sslunet.ssl.api as pretrain_mod
+import sslunet.study.api as run_mod
 from sslunet.study.api import StudyOptions, run_study
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import read_json
@@ -35,9 +37,6 @@ def _add_test_cases(paths):
 def _simulated_failures():
     """A pretraining and a fine-tuning that fail while running (what no up-front check of the
     study's arguments can know; invalid arguments refuse the whole study instead)."""
-    import sslunet.ssl.api as pretrain_mod
-    import sslunet.study.api as run_mod
-
     original = run_mod._finetune_one
 
     def failing_pretrain(*args, **kwargs):
