@@ -146,6 +146,21 @@ def time_train_steps(trainer: Trainer, batches, warmup: int, iterations: int,
     return out
 
 
+def time_validation(trainer: Trainer, batches, args, device: torch.device) -> float:
+    """Mean time of one iteration of the per-epoch validation pass (``Trainer.validate``: data
+    and forward pass, loss, pseudo-Dice counts) after ``args.warmup`` untimed iterations."""
+    cfg = trainer.cfg
+    trainer.cfg = cfg.replace(val_iters=max(1, args.warmup))
+    trainer.validate(batches)
+    trainer.cfg = cfg.replace(val_iters=args.iterations)
+    _sync(device)
+    t0 = time.perf_counter()
+    trainer.validate(batches)
+    _sync(device)
+    trainer.cfg = cfg
+    return 1e3 * (time.perf_counter() - t0) / args.iterations
+
+
 def bench_training(plans: Plans, config: ConfigurationPlan, folder: Path, device: torch.device,
                    args) -> dict:
     """Median data-loading and compute time of one training iteration."""
@@ -163,9 +178,10 @@ def bench_training(plans: Plans, config: ConfigurationPlan, folder: Path, device
     factory = make_loader_factory(folder, ids, ids, config, cfg, device.type == "cuda")
     with tempfile.TemporaryDirectory(prefix="bench-run-") as run_dir:
         trainer = Trainer(cfg, model, factory, Path(run_dir), device, progress=False)
-        train, _, close = factory(0)
+        train, val, close = factory(0)
         try:
             timed = time_train_steps(trainer, train, args.warmup, args.iterations, device)
+            timed["validation_ms_per_iteration"] = time_validation(trainer, val, args, device)
         finally:
             close()
     out = {"patch_size": list(config.patch_size), "batch_size": cfg.batch_size or

@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_plan import _tree_rss_kb, machine  # noqa: E402
 
+from sslunet.utils.acceleration import cpu_has_native_bf16  # noqa: E402
 from sslunet.utils.atomic import write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +56,16 @@ for i in range(warmup + iterations):
     t.train_step(batch); t2 = time.perf_counter()
     if i >= warmup:
         data.append(t1 - t0); compute.append(t2 - t1)
+t.on_validation_epoch_start()
+for i in range(warmup):
+    t.validation_step(next(t.dataloader_val))
+t0 = time.perf_counter()
+for i in range(iterations):
+    t.validation_step(next(t.dataloader_val))
+val_ms = 1e3 * (time.perf_counter() - t0) / iterations
 print("RESULT " + json.dumps({"data_ms_median": 1e3 * statistics.median(data),
       "compute_ms_median": 1e3 * statistics.median(compute), "batch_size": t.batch_size,
+      "validation_ms_per_iteration": val_ms,
       "patch_size": list(t.configuration_manager.patch_size)}), flush=True)
 os._exit(0)  # background augmenters would keep the interpreter alive
 """
@@ -90,7 +99,7 @@ class Tools:
         self.ss_env = {**base, "SSLUNET_HOME": str(work / "sslunet")}
         self.nn_env = {**base, "nnUNet_raw": str(work / "nnunet_raw"),
                        "nnUNet_preprocessed": str(work / "nnunet_preprocessed"),
-                       "nnUNet_results": str(work / "nnunet_results"), "nnUNet_n_proc_DA": "0"}
+                       "nnUNet_results": str(work / "nnunet_results")}
         (work / "nnunet_raw").mkdir(parents=True, exist_ok=True)
         link = work / "nnunet_raw" / dataset.name
         if not link.exists():
@@ -112,21 +121,35 @@ def step_plan(t: Tools) -> dict:
 
 
 def step_train(t: Tools, iterations: int, warmup: int) -> dict:
+    # augmentation in the calling process, so data and compute can be timed apart (only here:
+    # nnU-Net's planner passes this count to torch.set_num_threads, which refuses 0)
     done = timed([str(t.nn_bin / "python"), "-c", NNUNET_TRAIN_STEP, t.dataset.name,
-                  str(iterations), str(warmup)], t.nn_env)
+                  str(iterations), str(warmup)], {**t.nn_env, "nnUNet_n_proc_DA": "0"})
     theirs = json.loads(next(ln for ln in done["output"].splitlines()
                              if ln.startswith("RESULT "))[len("RESULT "):])
-    out = t.work / "engine.json"
-    timed([sys.executable, str(REPO / "benchmarks" / "bench_engine.py"), "--dataset",
-           t.dataset.name, "--configurations", "2d", "--device", "cpu", "--iterations",
-           str(iterations), "--warmup", str(warmup), "--batch-size", str(theirs["batch_size"]),
-           "--out", str(out)], t.ss_env)
-    ours = json.loads(out.read_text())["training"]["2d"]
-    if list(ours["patch_size"]) != theirs["patch_size"]:
-        print(f"note: patch sizes differ: sslunet {ours['patch_size']}, nnU-Net "
-              f"{theirs['patch_size']}", file=sys.stderr)
-    keep = ("data_ms_median", "compute_ms_median", "batch_size", "patch_size")
-    return {"sslunet": {k: ours[k] for k in keep}, "nnunet": theirs}
+    result = {"nnunet": theirs}
+    keep = ("data_ms_median", "compute_ms_median", "validation_ms_per_iteration", "batch_size",
+            "patch_size")
+    for variant, flags in our_variants():
+        out = t.work / f"engine_{variant}.json"
+        timed([sys.executable, str(REPO / "benchmarks" / "bench_engine.py"), "--dataset",
+               t.dataset.name, "--configurations", "2d", "--device", "cpu", "--iterations",
+               str(iterations), "--warmup", str(warmup), "--batch-size",
+               str(theirs["batch_size"]), "--out", str(out), *flags], t.ss_env)
+        ours = json.loads(out.read_text())["training"]["2d"]
+        if list(ours["patch_size"]) != theirs["patch_size"]:
+            print(f"note: patch sizes differ: sslunet {ours['patch_size']}, nnU-Net "
+                  f"{theirs['patch_size']}", file=sys.stderr)
+        result[variant] = {k: ours[k] for k in keep}
+    return result
+
+
+def our_variants() -> list[tuple[str, list[str]]]:
+    """sslunet as installed (``sslunet``: bf16 on CPUs with AMX) and, where that differs, in
+    fp32 (``sslunet_fp32``, ``--no-amp``), nnU-Net's precision on a CPU."""
+    if cpu_has_native_bf16():
+        return [("sslunet", []), ("sslunet_fp32", ["--no-amp"])]
+    return [("sslunet", [])]
 
 
 def untrained_model(t: Tools) -> tuple[Path, Path]:
@@ -152,15 +175,16 @@ def step_predict(t: Tools, num_cases: int) -> dict:
             shutil.copy(img, folders[n])
     env_nn = {**t.nn_env, "nnUNet_results": str(exported)}
     result = {"cases": num_cases}
+    tools = [*our_variants(), ("nnunet", [])]
     for tta in (False, True):
-        for tool in ("sslunet", "nnunet"):
+        for tool, flags in tools:
             walls = {}
             for n, folder in folders.items():
                 out = t.work / f"pred_{tool}_{n}_{'tta' if tta else 'notta'}"
                 shutil.rmtree(out, ignore_errors=True)
-                if tool == "sslunet":
+                if tool != "nnunet":
                     cmd = t.ss("sslunet_predict", "-i", folder, "-o", out, "-m", model, "-f", "0",
-                               "--device", "cpu", "--no-postprocessing",
+                               "--device", "cpu", "--no-postprocessing", *flags,
                                *([] if tta else ["--disable-tta"]))
                     walls[n] = timed(cmd, t.ss_env)["wall_s"]
                 else:
@@ -179,6 +203,9 @@ def _strip(run: dict) -> dict:
     return {k: v for k, v in run.items() if k != "output"}
 
 
+LABEL = {"sslunet": "", "sslunet_fp32": " (sslunet in fp32)"}
+
+
 def print_table(result: dict) -> None:
     m = result["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB; dataset "
@@ -191,19 +218,24 @@ def print_table(result: dict) -> None:
                      f"{s['peak_tree_rss_mb'] / 1024:.2f} GB", f"{n['wall_s']} s, "
                      f"{n['peak_tree_rss_mb'] / 1024:.2f} GB", s["wall_s"] / n["wall_s"]))
     if "train" in result:
-        s, n = result["train"]["sslunet"], result["train"]["nnunet"]
-        for key, what in (("compute_ms_median", "compute"), ("data_ms_median", "data")):
-            rows.append((f"training step 2d {what}, batch {n['batch_size']}",
-                         f"{s[key]:.0f} ms", f"{n[key]:.0f} ms", s[key] / n[key]))
+        n = result["train"]["nnunet"]
+        for variant in (v for v in LABEL if v in result["train"]):
+            s = result["train"][variant]
+            for key, what in (("compute_ms_median", "compute"), ("data_ms_median", "data"),
+                              ("validation_ms_per_iteration", "validation iteration")):
+                rows.append((f"train 2d {what}, batch {n['batch_size']}{LABEL[variant]}",
+                             f"{s[key]:.0f} ms", f"{n[key]:.0f} ms", s[key] / n[key]))
     if "predict" in result:
         p = result["predict"]
         for mode in ("no_tta", "tta"):
-            s, n = p[f"sslunet_{mode}"], p[f"nnunet_{mode}"]
-            rows.append((f"predict {p['cases']} cases 2d, {mode.replace('_', ' ')}: per case",
-                         f"{s['per_case_s']} s", f"{n['per_case_s']} s",
-                         s["per_case_s"] / max(n["per_case_s"], 1e-9)))
-            rows.append((f"  start-up ({mode.replace('_', ' ')})", f"{s['start_up_s']} s",
-                         f"{n['start_up_s']} s", s["start_up_s"] / max(n["start_up_s"], 1e-9)))
+            n = p[f"nnunet_{mode}"]
+            for variant in (v for v in LABEL if f"{v}_{mode}" in p):
+                s, m = p[f"{variant}_{mode}"], mode.replace("_", " ")
+                rows.append((f"predict {p['cases']} cases 2d, {m}: per case{LABEL[variant]}",
+                             f"{s['per_case_s']} s", f"{n['per_case_s']} s",
+                             s["per_case_s"] / max(n["per_case_s"], 1e-9)))
+                rows.append((f"  start-up ({m}){LABEL[variant]}", f"{s['start_up_s']} s",
+                             f"{n['start_up_s']} s", s["start_up_s"] / max(n["start_up_s"], 1e-9)))
     for what, a, b, r in rows:
         print(f"| {what} | {a} | {b} | {r:.2f} |")
 

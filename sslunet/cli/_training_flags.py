@@ -66,7 +66,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     """The schedule flags of one training run (finetune and pretrain) and how it runs."""
     g = p.add_argument_group("training schedule (defaults: nnU-Net's)")
     add_overrides(g, SCHEDULE_FLAGS)
-    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument("--no-amp", action="store_true",
+                   help="compute in fp32 (default: mixed precision where the device does it "
+                        "natively: bf16/fp16 on CUDA, bf16 on CPUs with AMX)")
     add_overrides(g, ENGINE_FLAGS)
     add_device_arg(g)
     g.add_argument("--seed", type=seed_int, default=0)

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", choices=list(COMPILE_MODES), default="off",
                    help="torch.compile the networks (auto: on CUDA only); pays off for many "
                         "cases, costs start-up time; a failed compilation falls back to eager")
+    p.add_argument("--no-amp", action="store_true",
+                   help="compute in fp32 (default: mixed precision where the device does it "
+                        "natively: fp16 on CUDA, bf16 on CPUs with AMX)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format for weights and inputs (GPU)")
     p.add_argument("-np", "--num-processes", type=nonnegative_int, default=2,
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             save_probabilities=args.save_probabilities, overwrite=args.overwrite,
             device=args.device, num_processes=args.num_processes,
             postprocessing=not args.no_postprocessing, compile=args.compile,
-            channels_last=args.channels_last)
+            channels_last=args.channels_last, amp=not args.no_amp)
         summary = predict_folder(paths, opts)
         print(f"{len(summary.predicted)} case(s) predicted, {len(summary.skipped)} skipped "
               f"(outputs already present); masks in {summary.output_dir}")

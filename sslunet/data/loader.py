@@ -126,6 +126,10 @@ class _ParentBound:
     def set_thread_id(self, thread_id: int) -> None:
         if os.getpid() != self._parent_pid:
             die_with_parent(self._parent_pid)
+            # a forked worker inherits the parent's intra-op thread count (one per core): with
+            # several workers beside the training process that oversubscribes the cores
+            # (issue 12); batchgenerators limits only BLAS threads
+            torch.set_num_threads(1)
         self._dataloader.set_thread_id(thread_id)
 
     def __iter__(self):

@@ -100,6 +100,7 @@ class PredictOptions:
     ensemble: tuple[Path, ...] = ()
     compile: str = "off"  # torch.compile the networks (auto: on CUDA); see utils/acceleration
     channels_last: bool = False
+    amp: bool = True  # mixed precision where native: fp16 on CUDA, bf16 on CPUs with AMX
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,7 @@ def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptio
     config, plans = model.config, model.plans
     inference = _inference(config, opts)
     predictors = [network_predictor(accelerate(n, model.device, opts.compile, opts.channels_last),
-                                    model.device) for n in model.networks]
+                                    model.device, opts.amp) for n in model.networks]
     reader = ThreadPoolExecutor(1, thread_name_prefix="sslunet-read")
     exporter = _make_exporter(opts.num_processes)
     pending: deque[Future] = deque()

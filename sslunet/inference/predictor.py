@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from math import prod
 from pathlib import Path
 from typing import Sequence
@@ -13,27 +12,31 @@ from torch import nn
 
 from sslunet.dataset.imageio import Geometry, write_array
 from sslunet.dataset.labels import foreground_labels
+from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.inference.sliding_window import (
     InferenceConfig,
     Predictor,
     predict_slices_2d,
     sliding_window_predict,
 )
-from sslunet.inference.postprocessing import PostprocessingPlan, apply_postprocessing
 from sslunet.plans import ConfigurationPlan, Plans
 from sslunet.preprocessing.preprocessor import revert_logits
 from sslunet.preprocessing.storage import CaseProperties
+from sslunet.utils.acceleration import autocast, autocast_dtype
 from sslunet.utils.atomic import atomic_path
 
 
 def network_predictor(network: nn.Module, device: torch.device, amp: bool = True):
-    """Wrap a network as a pure ``(B, C, *patch) -> (B, K, *patch)`` logits function."""
-    use_amp = amp and device.type == "cuda"
+    """Wrap a network as a pure ``(B, C, *patch) -> (B, K, *patch)`` float32 logits function.
+
+    ``amp``: mixed precision where the device does it natively (fp16 on CUDA, bf16 on CPUs
+    with AMX; see :mod:`sslunet.utils.acceleration`).
+    """
+    dtype = autocast_dtype(device, amp, training=False)
 
     @torch.inference_mode()
     def predict(x: torch.Tensor) -> torch.Tensor:
-        ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-        with ctx:
+        with autocast(device, dtype):
             out = network(x.to(device, non_blocking=True))
         out = out[0] if isinstance(out, (list, tuple)) else out
         return out.float()

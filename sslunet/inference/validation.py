@@ -23,18 +23,20 @@ from sslunet.utils.atomic import read_json
 def predict_and_evaluate(network: torch.nn.Module, plans: Plans, config: ConfigurationPlan,
                          case_folder: Path, case_ids: list[str], out_dir: Path, ref_dir: Path,
                          file_ending: str, device: torch.device, tta: bool = True,
-                         desc: str = "predict", save_probabilities: bool = False) -> dict:
+                         desc: str = "predict", save_probabilities: bool = False,
+                         amp: bool = True) -> dict:
     """Predict ``case_ids`` from their preprocessed arrays, write ``out_dir/CASE<ending>`` in
     original geometry, and score them against ``ref_dir`` into ``out_dir/summary.json``.
 
     Predicting from the preprocessed arrays gives the same result as predicting from the raw
     files (the same preprocessing produced them) without redoing it. With
     ``save_probabilities`` each case's class probabilities are kept as ``CASE.npz`` (what
-    ensembles of configurations are chosen from; nnU-Net's ``--npz``).
+    ensembles of configurations are chosen from; nnU-Net's ``--npz``). ``amp``: mixed
+    precision where the device does it natively (as in training).
     """
     network.set_deep_supervision(False)
     network.eval()
-    predictor = network_predictor(network, device)
+    predictor = network_predictor(network, device, amp)
     inference = inference_config(config, tta=tta)
     for case_id in tqdm(case_ids, desc=desc, unit="case"):
         data, _, props = load_case(case_folder, case_id)
@@ -59,11 +61,11 @@ def dice_line(summary: dict) -> str:
 
 def validate_run(network: torch.nn.Module, plans: Plans, config: ConfigurationPlan,
                  pre_dir: Path, val_ids: list[str], run_dir: Path, device: torch.device,
-                 tta: bool = True, save_probabilities: bool = False) -> dict:
+                 tta: bool = True, save_probabilities: bool = False, amp: bool = True) -> dict:
     """End-of-training validation: ``run_dir/validation/`` masks and ``summary.json``
     (real Dice per class against the original labels in ``gt_segmentations/``)."""
     ending = read_json(pre_dir / "dataset.json")["file_ending"]
     return predict_and_evaluate(network, plans, config, pre_dir / config.data_identifier,
                                 val_ids, run_dir / "validation", pre_dir / "gt_segmentations",
                                 ending, device, tta, desc="validation",
-                                save_probabilities=save_probabilities)
+                                save_probabilities=save_probabilities, amp=amp)

@@ -168,7 +168,7 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     trainer.fit(resume=opts.continue_training)
     if opts.validate and dist_ctx.is_main:
         validate_run(network, plans, config, pre, val_ids, run_dir, device, opts.tta,
-                     opts.save_probabilities)
+                     opts.save_probabilities, amp=cfg.amp)
         post = update_model_postprocessing(model_dir, pre / "gt_segmentations", plans.labels,
                                            read_json(pre / "dataset.json")["file_ending"])
         if post is not None:

@@ -30,7 +30,7 @@ class TrainingConfig:
     oversample_foreground: float = 0.33
     deep_supervision: bool = True
     num_workers: int = 2  # background augmentation processes (0: in the main process)
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision where native (CUDA; CPUs with AMX): utils/acceleration
     # GPU fast path (sslunet/utils/acceleration.py): torch.compile "auto" (CUDA only, as
     # nnU-Net), "on" or "off", falling back to eager mode if compilation fails; channels-last
     # weights and inputs (off until measured on a GPU)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,7 +33,7 @@ from sslunet.training.distributed import DistContext, all_reduce_sum
 from sslunet.training.param_groups import single_group
 from sslunet.training.progress import RunLog
 from sslunet.training.schedule import learning_rate
-from sslunet.utils.acceleration import accelerate
+from sslunet.utils.acceleration import accelerate, autocast, autocast_dtype
 
 Batch = dict[str, torch.Tensor]
 LoaderFactory = Callable[[int], tuple[Iterator[Batch], Iterator[Batch] | None, Callable[[], None]]]
@@ -79,7 +78,7 @@ class Trainer:
                                              nesterov=True, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.amp_dtype = _amp_dtype(device) if cfg.amp else None
+        self.amp_dtype = autocast_dtype(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.ema, self.best = 0, None, -math.inf
         if dist_ctx.enabled:
@@ -133,9 +132,7 @@ class Trainer:
                 for k, v in batch.items()}
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def train_step(self, batch: Batch, step: int, total: int) -> float:
         warm = self.cfg.warmup_epochs * self.cfg.iters_per_epoch
@@ -244,8 +241,3 @@ class Trainer:
             self.save("latest")
         self.log.plot()
 
-
-def _amp_dtype(device: torch.device):
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

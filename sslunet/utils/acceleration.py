@@ -1,7 +1,14 @@
-"""GPU fast-path switches for a network: ``torch.compile`` and the channels-last memory format.
+"""Fast-path switches for a network: mixed precision, ``torch.compile``, channels-last.
 
-Both change how a network computes, never what it computes (tests check the outputs agree
-within float tolerance) nor its ``state_dict`` (checkpoints keep their names and layout):
+They change how a network computes, never what it computes beyond float rounding (tests check
+the outputs agree within tolerance) nor its ``state_dict`` (checkpoints keep names and layout):
+
+- **mixed precision** (``amp``, on by default; ``--no-amp`` turns it off): on CUDA, training
+  autocasts to bf16 where the GPU has it, else fp16 with a gradient scaler; prediction to fp16,
+  as nnU-Net v2. On a CPU with matrix units for bf16 (Intel AMX) training and prediction
+  autocast to bf16: convolutions ran 2.4x faster than fp32 on a 2-core Xeon with AMX
+  (``benchmarks/results/``, issue 12), and torch keeps reductions such as the normalisation
+  statistics in fp32. Other CPUs compute in fp32: there bf16 is emulated, slower than fp32.
 
 - **compile** (``"auto"``: on CUDA only, as nnU-Net v2 compiles by default on a GPU; ``"on"``;
   ``"off"``). The network's ``forward`` is replaced by a compiled version of itself, so
@@ -16,12 +23,39 @@ within float tolerance) nor its ``state_dict`` (checkpoints keep their names and
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
 from torch import nn
 
 from sslunet.utils.engine import COMPILE_MODES
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has matrix units for bf16 (Intel AMX tiles), where oneDNN's bf16
+    convolutions beat fp32 ones; without them bf16 is emulated and slower."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: absent in some builds
+    return bool(probe()) if probe is not None else False
+
+
+def autocast_dtype(device: torch.device, enabled: bool = True, training: bool = True
+                   ) -> torch.dtype | None:
+    """The autocast dtype for ``device`` (None: compute in fp32); see the module docstring."""
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        if not training:
+            return torch.float16  # as nnU-Net v2's predictor
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context for None."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def wants_compile(mode: str, device: torch.device) -> bool:

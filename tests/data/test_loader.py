@@ -12,6 +12,7 @@ import random
 
 import numpy as np
 import torch
+from batchgenerators.transforms.abstract_transforms import AbstractTransform
 
 from sslunet.data import (
     make_loader,
@@ -67,3 +68,25 @@ def test_worker_loader_yields_reproducible_batches_and_cleans_up(cases):
     again, _ = run()
     for x, y in zip(batches, again):
         assert torch.equal(x["data"], y["data"]) and torch.equal(x["seg"], y["seg"])
+
+
+class _RecordThreads(AbstractTransform):
+    """Stores the torch intra-op thread count of the process that made the batch."""
+
+    def __call__(self, **batch):
+        batch["torch_threads"] = torch.get_num_threads()
+        return batch
+
+
+def test_workers_use_one_torch_thread_and_leave_the_parent_alone(cases):
+    loader = patch_loader(cases, patch=(16, 32, 32), batch_size=1,
+                          patch_size_before_aug=(16, 32, 32), seed=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on a 2-core machine: a forked worker would inherit 2
+    try:
+        with make_loader(loader, _RecordThreads(), num_workers=2, seed=0) as stream:
+            counts = {next(stream)["torch_threads"] for _ in range(4)}
+        assert counts == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -20,7 +20,6 @@ import torch
 
 from sslunet.errors import InputError
 from sslunet.inference.api import PredictOptions, predict_folder
-from sslunet.runs.nnunet import nnunet_state_dict
 from sslunet.runs.nnunet_folder import export_model_folder
 from tests.helpers.cli import refused, run_cli
 from tests.helpers.datasets import DATASET, trained_home

@@ -10,11 +10,17 @@ import torch
 from sslunet.cli import finetune as finetune_cli
 from sslunet.cli import predict as predict_cli
 from sslunet.cli._training_flags import training_overrides
+from sslunet.inference.predictor import network_predictor
 from sslunet.networks import build_network
 from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.config import TrainingConfig
 from sslunet.utils import acceleration
-from sslunet.utils.acceleration import accelerate, spatial_dims, wants_compile
+from sslunet.utils.acceleration import (
+    accelerate,
+    autocast_dtype,
+    spatial_dims,
+    wants_compile,
+)
 from tests.helpers.datasets import DATASET, tiny_home, tiny_overrides
 from tests.helpers.networks import make_plan
 
@@ -105,3 +111,40 @@ def test_switches_reach_training_runs_and_the_command_lines(tmp_path_factory, tm
     assert training_overrides(finetune_cli.build_parser().parse_args(["-d", "x"])) == {}
     args = predict_cli.build_parser().parse_args(["-i", "a", "-o", "b", "--compile", "auto"])
     assert args.compile == "auto" and not args.channels_last
+
+
+def test_mixed_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    assert autocast_dtype(cpu) == torch.bfloat16
+    assert autocast_dtype(cpu, training=False) == torch.bfloat16
+    assert autocast_dtype(cpu, enabled=False) is None
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    assert autocast_dtype(cpu) is None and autocast_dtype(cpu, training=False) is None
+    # on CUDA prediction is fp16 as in nnU-Net v2, whatever the GPU
+    assert autocast_dtype(torch.device("cuda"), training=False) == torch.float16
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_bf16_prediction_on_cpu_keeps_the_fp32_masks(monkeypatch, ndim):
+    """bf16 rounding moves logits a little; the argmax may flip only where classes nearly tie
+    (the same tie rule as the nnU-Net export check: margin below the bf16 error)."""
+    net, x = _network_and_input(ndim)
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    fp32 = network_predictor(net, torch.device("cpu"))(x)
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    bf16 = network_predictor(net, torch.device("cpu"))(x)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert not torch.equal(bf16, fp32)  # bf16 really ran
+    scale = fp32.abs().max()
+    assert (bf16 - fp32).abs().max() < 0.05 * scale
+    top2 = fp32.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.05 * scale  # (B, *spatial)
+    assert torch.equal(bf16.argmax(1)[clear], fp32.argmax(1)[clear])
+    assert clear.float().mean() > 0.5
+
+
+def test_no_amp_reaches_prediction():
+    args = predict_cli.build_parser().parse_args(["-i", "a", "-o", "b", "--no-amp"])
+    assert args.no_amp
+    assert not predict_cli.build_parser().parse_args(["-i", "a", "-o", "b"]).no_amp
