@@ -205,7 +205,7 @@ def bench_prediction(plans: Plans, config: ConfigurationPlan, folder: Path,
     out = {"case": case, "shape": list(data.shape[1:]), "patch_size": list(config.patch_size),
            "tiles": int(np.prod([len(s) for s in starts])), "repeats": args.predict_repeats}
     for tta in (False, True):
-        inference = inference_config(config, 0.5, tta, max(1, config.batch_size))
+        inference = inference_config(config, 0.5, tta, device)
         times = []
         for r in range(args.predict_repeats + 1):  # the first run warms up
             _sync(device)

@@ -66,7 +66,7 @@ class CountingPredictor:
 def profile(model, cases, amp: bool, tta: bool, out_dir: Path) -> dict:
     """Median seconds per case of each stage."""
     config, plans = model.config, model.plans
-    inference = inference_config(config, 0.5, tta, max(1, config.batch_size))
+    inference = inference_config(config, 0.5, tta, model.device)
     rows = []
     for case in cases:
         predictors = [CountingPredictor(network_predictor(n, model.device, amp), model.device)

@@ -303,15 +303,15 @@ def _collect(pending: deque[Future], bar: tqdm, keep: int) -> None:
         bar.update()
 
 
-def _inference(config: ConfigurationPlan, opts: PredictOptions) -> InferenceConfig:
-    # the training batch fits in memory with gradients, so it fits as a tile batch without
-    return inference_config(config, opts.step_size, opts.tta, max(1, config.batch_size))
+def _inference(config: ConfigurationPlan, opts: PredictOptions, device: torch.device
+               ) -> InferenceConfig:
+    return inference_config(config, opts.step_size, opts.tta, device)
 
 
 def _run_pipeline(cases: list[InputCase], model: LoadedModel, opts: PredictOptions,
                   output_dir: Path, post: PostprocessingPlan | None) -> None:
     config, plans = model.config, model.plans
-    inference = _inference(config, opts)
+    inference = _inference(config, opts, model.device)
     predictors = [network_predictor(accelerate(n, model.device, opts.compile, opts.channels_last),
                                     model.device, opts.amp) for n in model.networks]
     reader = ThreadPoolExecutor(1, thread_name_prefix="sslunet-read")
@@ -375,7 +375,7 @@ def _predict(paths: Paths, opts: PredictOptions) -> PredictionSummary:
                                         opts.checkpoint)
     device = resolve_device(opts.device)
     model = load_model(model_dir, files, device)
-    _inference(model.config, opts)  # a bad step size fails here, before any output
+    _inference(model.config, opts, device)  # a bad step size fails here, before any output
     post = model_postprocessing(model_dir) if opts.postprocessing else None  # ... a bad plan too
     ending = model_file_ending(model_dir, paths, model.plans.dataset_name)
     cases = list_input_cases(input_dir, model.plans.num_input_channels,

@@ -41,6 +41,10 @@ class InferenceConfig:
         mirror_axes: Spatial axes (0-based over the spatial dimensions) to mirror for
             test-time augmentation; every subset of them is used. ``()`` disables it.
         tile_batch_size: Number of tiles sent to the predictor in one call.
+        batch_mirrors: Send a tile batch's mirrorings through the predictor in one call
+            (``tile_batch_size x 2^len(mirror_axes)`` tiles): fewer, larger calls, which pay
+            on a GPU; on a CPU larger batches run slower per tile (see
+            :func:`sslunet.inference.predictor.tile_batch_size`).
     """
 
     patch_size: tuple[int, ...]
@@ -48,6 +52,7 @@ class InferenceConfig:
     use_gaussian: bool = True
     mirror_axes: tuple[int, ...] = ()
     tile_batch_size: int = 1
+    batch_mirrors: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. read from JSON) but store tuples so the config stays hashable.
@@ -239,7 +244,8 @@ def _predict_stack(
             batch = tiles[first : first + config.tile_batch_size]
             regions = [(n, slice(None), *_tile_slices(s, config.patch_size)) for n, *s in batch]
             inputs = torch.stack([padded[region] for region in regions])  # (B, C, *patch)
-            logits = _predict_mirrored(predictor, inputs, num_classes, config.mirror_axes)
+            logits = _predict_mirrored(predictor, inputs, num_classes, config.mirror_axes,
+                                       config.batch_mirrors)
             weighted = (logits * weight).to(out_device)  # (B, K, *patch) * (*patch) broadcasts
             for i, region in enumerate(regions):
                 logit_sum[region] += weighted[i]
@@ -276,34 +282,40 @@ def _tile_slices(start: Sequence[int], patch_size: Sequence[int]) -> tuple[slice
 
 
 def _predict_mirrored(
-    predictor: Predictor, tiles: torch.Tensor, num_classes: int, mirror_axes: Sequence[int]
+    predictor: Predictor, tiles: torch.Tensor, num_classes: int, mirror_axes: Sequence[int],
+    batch_mirrors: bool = False,
 ) -> torch.Tensor:
     """Average the predictor over mirrorings of ``tiles`` along every subset of ``mirror_axes``.
-
-    Each variant is a separate predictor call, so memory per call stays at one tile batch.
 
     Args:
         predictor: Tiles ``(B, C, *patch)`` -> logits ``(B, K, *patch)``.
         tiles: ``(B, C, *patch)``.
         num_classes: ``K``, checked against the predictor's output.
         mirror_axes: Spatial axes (0-based over ``patch``) to mirror.
+        batch_mirrors: One predictor call for all ``M`` mirrorings (``M * B`` tiles) instead of
+            one call per mirroring (memory per call: one tile batch).
 
     Returns:
         Float32 logits ``(B, K, *patch)`` in the original orientation.
     """
     dims = [axis + 2 for axis in mirror_axes]  # spatial axis -> tensor dim after (B, C)
+    flips = [f for r in range(len(dims) + 1) for f in itertools.combinations(dims, r)]
+    if batch_mirrors and len(flips) > 1:
+        # (M * B, C, *patch): mirroring m of tile b at index m * B + b
+        stacked = torch.cat([torch.flip(tiles, f) if f else tiles for f in flips])
+        logits = _call_predictor(predictor, stacked, num_classes)
+        parts = logits.split(tiles.shape[0])  # M x (B, K, *patch)
+        restored = [torch.flip(p, f) if f else p for p, f in zip(parts, flips)]
+        return torch.stack(restored).mean(0)  # (M, B, K, *patch) -> (B, K, *patch)
     total: torch.Tensor | None = None
-    count = 0
-    for r in range(len(dims) + 1):
-        for flip_dims in itertools.combinations(dims, r):
-            inputs = torch.flip(tiles, flip_dims) if flip_dims else tiles
-            logits = _call_predictor(predictor, inputs, num_classes)
-            if flip_dims:
-                logits = torch.flip(logits, flip_dims)
-            total = logits if total is None else total + logits
-            count += 1
+    for flip_dims in flips:
+        inputs = torch.flip(tiles, flip_dims) if flip_dims else tiles
+        logits = _call_predictor(predictor, inputs, num_classes)
+        if flip_dims:
+            logits = torch.flip(logits, flip_dims)
+        total = logits if total is None else total + logits
     assert total is not None
-    return total / count if count > 1 else total
+    return total / len(flips) if len(flips) > 1 else total
 
 
 def _call_predictor(predictor: Predictor, tiles: torch.Tensor, num_classes: int) -> torch.Tensor:

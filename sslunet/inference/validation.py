@@ -37,7 +37,7 @@ def predict_and_evaluate(network: torch.nn.Module, plans: Plans, config: Configu
     network.set_deep_supervision(False)
     network.eval()
     predictor = network_predictor(network, device, amp)
-    inference = inference_config(config, tta=tta)
+    inference = inference_config(config, tta=tta, device=device)
     for case_id in tqdm(case_ids, desc=desc, unit="case"):
         data, _, props = load_case(case_folder, case_id)
         logits = predict_logits([predictor], data, config, plans.num_classes, inference,

@@ -132,7 +132,7 @@ def test_masks_have_input_geometry_and_match_direct_prediction(home, tmp_path, c
     net = build_network(config, 1, 3, deep_supervision=False)
     net.load_state_dict(ckpt["network_weights"])
     predictor = network_predictor(net.eval(), torch.device("cpu"))
-    inference = inference_config(config, 0.5, True, config.batch_size)
+    inference = inference_config(config, 0.5, True, torch.device("cpu"))
     pre = home / "preprocessed" / DS / config.data_identifier
     resampled = []
     for i in range(len(CASES)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -18,6 +19,12 @@ from sslunet.inference import (
     predict_slices_2d,
     sliding_window_predict,
 )
+from sslunet.inference.predictor import (
+    CPU_TILE_VOXELS,
+    inference_config,
+    tile_batch_size,
+)
+from tests.helpers.networks import make_plan
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -337,6 +344,44 @@ def test_tile_batch_size_does_not_change_result(mirror_axes):
         assert sum(calls) == num_tiles * 2 ** len(mirror_axes)
         assert max(calls) == min(batch_size, num_tiles)
     assert torch.equal(results[1], results[4]) and torch.equal(results[1], results[7])
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_batched_mirrors_give_the_same_result_in_fewer_calls(ndim):
+    net = _conv_net(ndim, 1, 3, seed=4)
+    image = _image((1, 13, 11) if ndim == 2 else (1, 9, 8, 7), seed=5)
+    patch, axes = ((8, 8), (0, 1)) if ndim == 2 else ((6, 5, 4), (0, 2))
+    results, calls = {}, {}
+    for batched in (False, True):
+        sizes = []
+
+        def predictor(x: torch.Tensor) -> torch.Tensor:
+            sizes.append(x.shape[0])
+            return _per_sample(net)(x)
+
+        config = InferenceConfig(patch_size=patch, mirror_axes=axes, tile_batch_size=3,
+                                 batch_mirrors=batched)
+        results[batched], calls[batched] = sliding_window_predict(predictor, image, 3, config), sizes
+    assert sum(calls[True]) == sum(calls[False])  # every tile in all 4 mirrorings, both ways
+    assert len(calls[True]) * 4 == len(calls[False]) and max(calls[True]) == 12
+    torch.testing.assert_close(results[True], results[False], rtol=1e-5, atol=1e-6)
+    plain = sliding_window_predict(_per_sample(net), image, 3, InferenceConfig(patch_size=patch))
+    assert not torch.allclose(results[True], plain, atol=1e-3)
+
+
+def test_tile_batches_follow_the_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for ndim in (2, 3):
+        plan = make_plan(ndim)
+        on_cpu, on_gpu = inference_config(plan, device=cpu), inference_config(plan, device=cuda)
+        voxels = int(np.prod(plan.patch_size))
+        assert on_cpu.tile_batch_size == max(1, CPU_TILE_VOXELS // voxels)
+        assert on_gpu.tile_batch_size == plan.batch_size
+        assert on_gpu.batch_mirrors and not on_cpu.batch_mirrors
+        assert on_cpu.mirror_axes == tuple(range(ndim))
+    # measured on a CPU: 2 tiles of 256x256 per call, one 3d tile
+    assert tile_batch_size(dataclasses.replace(make_plan(2), patch_size=(256, 256)), cpu) == 2
+    assert tile_batch_size(dataclasses.replace(make_plan(3), patch_size=(12, 256, 256)), cpu) == 1
 
 
 @pytest.mark.parametrize("mirror_axes", [(), (1,)])
