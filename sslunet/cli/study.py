@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-iters-per-epoch", type=positive_int)
     p.add_argument("--pretrain-batch-size", type=positive_int)
     add_device_arg(p)
+    p.add_argument("--no-amp", action="store_true",
+                   help="every run in fp32 (default: mixed precision where the device does it "
+                        "natively: CUDA, CPUs with AMX)")
     p.add_argument("--no-test", action="store_true",
                    help="do not score imagesTs/labelsTs even when they exist")
     p.add_argument("--disable-tta", action="store_true",
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         pt = _pick(args, [("pretrain_epochs", "epochs"),
                           ("pretrain_iters_per_epoch", "iters_per_epoch"),
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])
+        if args.no_amp:
+            pt["amp"] = False
         opts = StudyOptions(
             dataset=name, configuration=args.configuration, inits=tuple(args.inits),
             budgets=tuple(args.labeled) + tuple(

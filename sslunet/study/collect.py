@@ -80,7 +80,7 @@ def run_row(init, budget, fold, seed, n_all, run_dir, status) -> dict:
 
 
 def score_test(run_dir: Path, test: TestSet, plans_path: Path, configuration: str,
-               device: str, tta: bool = True) -> dict:
+               device: str, tta: bool = True, amp: bool = True) -> dict:
     """Predict the test cases with the run's final network (once) and return the summary."""
     summary_path = run_dir / TEST_DIR / SUMMARY
     if summary_path.exists():
@@ -93,7 +93,7 @@ def score_test(run_dir: Path, test: TestSet, plans_path: Path, configuration: st
     net.to(dev)
     return predict_and_evaluate(net, plans, config, plans_path.parent / config.data_identifier,
                                 test.case_ids, run_dir / TEST_DIR, test.ref_dir,
-                                test.file_ending, dev, tta, desc="test")
+                                test.file_ending, dev, tta, desc="test", amp=amp)
 
 
 def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
@@ -113,7 +113,7 @@ def collect_run(opts, pre: Path, init, budget, fold, seed, n_all, run_dir: Path,
                finetune_time_s=round(sum(times), 2), pseudo_dice_curve=curve)
     if test is not None:
         summ = score_test(run_dir, test, pre / "plans.json", opts.configuration, opts.device,
-                          opts.tta)
+                          opts.tta, opts.finetune_overrides.amp is not False)
         row.update(_per_class(summ, "test_"))
         row["test_dice_mean"] = _mean_fg(summ, "dice")
         row["test_hd95_mean"] = _mean_fg(summ, "hd95")

@@ -9,9 +9,11 @@ import torch
 
 from sslunet.cli import finetune as finetune_cli
 from sslunet.cli import predict as predict_cli
+from sslunet.cli import study as study_cli
 from sslunet.cli._training_flags import training_overrides
 from sslunet.inference.predictor import network_predictor
 from sslunet.networks import build_network
+from sslunet.study.api import StudyOptions
 from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.config import TrainingConfig
 from sslunet.utils import acceleration
@@ -144,7 +146,13 @@ def test_bf16_prediction_on_cpu_keeps_the_fp32_masks(monkeypatch, ndim):
     assert clear.float().mean() > 0.5
 
 
-def test_no_amp_reaches_prediction():
+def test_no_amp_reaches_prediction_training_and_studies():
     args = predict_cli.build_parser().parse_args(["-i", "a", "-o", "b", "--no-amp"])
     assert args.no_amp
     assert not predict_cli.build_parser().parse_args(["-i", "a", "-o", "b"]).no_amp
+    args = finetune_cli.build_parser().parse_args(["-d", "x", "--no-amp"])
+    assert training_overrides(args) == {"amp": False}
+    args = study_cli.build_parser().parse_args(["-d", "x", "--no-amp"])
+    assert training_overrides(args) == {"amp": False}
+    assert StudyOptions("x", finetune_overrides=training_overrides(args)
+                        ).finetune_overrides.amp is False
