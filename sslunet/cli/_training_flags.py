@@ -22,7 +22,8 @@ SCHEDULE_FLAGS = {
     "warmup_epochs": dict(type=nonnegative_int),
     "optimizer": dict(choices=["sgd", "adamw"]),
     "num_workers": dict(type=nonnegative_int,
-                        help="background augmentation processes (0: in the main process)"),
+                        help="background augmentation processes (0: in the main process; "
+                             "default: 2 on a CPU, on a GPU nnU-Net's 12, capped by the cores)"),
 }
 # how fine-tuning treats pretrained weights (see sslunet/training/param_groups.py)
 RECIPE_FLAGS = {

@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--full", action="store_true",
                    help="long schedules and the full-width network (for a GPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--num-workers", type=nonnegative_int, default=2,
-                   help="background augmentation processes (0: in the main process)")
+    p.add_argument("--num-workers", type=nonnegative_int,
+                   help="background augmentation processes (0: in the main process; default: "
+                        "2 on a CPU, up to 12 per GPU)")
     p.add_argument("--seed", type=seed_int, default=0)
     args = p.parse_args(argv)
     settings, name = (FULL, "demo_full") if args.full else (QUICK, "demo")

@@ -36,7 +36,7 @@ from sslunet.training.config import TrainingConfig, TrainingOverrides, options_r
 from sslunet.training.distributed import DistContext, barrier, init_distributed
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import write_json
-from sslunet.utils.device import resolve_device
+from sslunet.utils.device import default_data_workers, resolve_device
 
 SOURCES = ("imagesTr", "imagesUnlabeled")
 # Pretraining differs from fine-tuning's defaults here; objectives add their own on top.
@@ -237,6 +237,10 @@ def pretrain(paths: Paths, opts: PretrainOptions, dist_ctx: DistContext = DistCo
     batch = cfg.batch_size or config.batch_size
     objective.check_batch_size(batch)
     device = resolve_device(opts.device, dist_ctx.local_rank)
+    if opts.overrides.num_workers is None:
+        workers = default_data_workers(device, dist_ctx.world_size, cpu_default=cfg.num_workers)
+        cfg = cfg.replace(num_workers=workers)
+        stage_cfgs = [c.replace(num_workers=workers) for c in stage_cfgs]
     init_distributed(dist_ctx, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     run = _Run(setup, run_dir, train_ids, val_ids, batch, device, dist_ctx,

@@ -63,8 +63,12 @@ def _log(msg: str) -> None:
 
 
 def run_demo(paths: Paths, settings: DemoSettings = QUICK, device: str = "auto",
-             num_workers: int = 2, seed: int = 0, name: str = "demo") -> Path:
-    """Run the demo; returns the study folder (table, plots, ``overlay.png``)."""
+             num_workers: int | None = None, seed: int = 0, name: str = "demo") -> Path:
+    """Run the demo; returns the study folder (table, plots, ``overlay.png``).
+
+    ``num_workers``: augmentation processes per run; None: the device's default (2 on a CPU,
+    up to 12 on a GPU, see :func:`sslunet.utils.device.default_data_workers`).
+    """
     s = settings
     cfg = SynthConfig(num_labeled=s.num_labeled, num_unlabeled=s.num_unlabeled,
                       num_test=s.num_test, seed=seed, dataset_id=s.dataset_id,
@@ -77,7 +81,7 @@ def run_demo(paths: Paths, settings: DemoSettings = QUICK, device: str = "auto",
         _log(f"synthetic dataset written to {raw}")
     plan_and_preprocess(raw, paths.preprocessed, PlanOptions(
         configurations=("2d",), base_features=s.base_features, include_test=True))
-    workers = {"num_workers": num_workers}
+    workers = {} if num_workers is None else {"num_workers": num_workers}
     opts = StudyOptions(raw.name, "2d", INITS, (s.small_budget, "all"), ("0",), (seed,),
                         name=name, device=device,
                         finetune_overrides={**s.finetune, **workers},

@@ -49,7 +49,7 @@ from sslunet.training.segmentation import SegmentationModel
 from sslunet.training.sparse import RunLabels, run_labels, sparse_record
 from sslunet.training.trainer import Trainer
 from sslunet.utils.atomic import read_json, write_json
-from sslunet.utils.device import resolve_device
+from sslunet.utils.device import default_data_workers, resolve_device
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,9 @@ def finetune(paths: Paths, opts: FinetuneOptions, dist_ctx: DistContext = DistCo
     if opts.continue_training:
         check_resumable(run_dir)
     device = resolve_device(opts.device, dist_ctx.local_rank)
+    if opts.overrides.num_workers is None:
+        cfg = cfg.replace(num_workers=default_data_workers(device, dist_ctx.world_size,
+                                                           cpu_default=cfg.num_workers))
     init_distributed(dist_ctx, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     network = build_network(config, plans.num_input_channels, plans.num_classes,
