@@ -19,8 +19,10 @@ Usage::
     NNUNET_PYTHON=/path/to/nnunet_venv/bin/python python benchmarks/bench_vs_nnunet.py
     python benchmarks/bench_vs_nnunet.py --dataset ../shared/data/Dataset003_ACDC --steps predict
 
-Results: ``benchmarks/results/vs_nnunet_<dataset>.json`` and a table with the ratios
-(sslunet time / nnU-Net time: below 1 is faster).
+Results: ``benchmarks/results/vs_nnunet_<dataset>.json`` (every repetition) and a table with
+the ratios (sslunet / nnU-Net, taken within each repetition: below 1 is faster or smaller).
+Where the CPU has AMX, sslunet runs twice, as installed (bf16) and with ``--no-amp`` (fp32, the
+precision nnU-Net uses on a CPU).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,38 +209,54 @@ def _strip(run: dict) -> dict:
 LABEL = {"sslunet": "", "sslunet_fp32": " (sslunet in fp32)"}
 
 
-def print_table(result: dict) -> None:
-    m = result["machine"]
-    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB; dataset "
-          f"{result['dataset']}\n")
-    print("| what | sslunet | nnU-Net v2 | ratio (time) |\n|---|---|---|---|")
+def table_rows(run: dict) -> list[tuple[str, float, float, str]]:
+    """``(what, sslunet, nnU-Net, unit)`` of one repetition (plan memory in GB on its own row)."""
     rows = []
-    if "plan" in result:
-        s, n = result["plan"]["sslunet"], result["plan"]["nnunet"]
-        rows.append(("plan + preprocess 2d + 3d_fullres", f"{s['wall_s']} s, "
-                     f"{s['peak_tree_rss_mb'] / 1024:.2f} GB", f"{n['wall_s']} s, "
-                     f"{n['peak_tree_rss_mb'] / 1024:.2f} GB", s["wall_s"] / n["wall_s"]))
-    if "train" in result:
-        n = result["train"]["nnunet"]
-        for variant in (v for v in LABEL if v in result["train"]):
-            s = result["train"][variant]
+    if "plan" in run:
+        s, n = run["plan"]["sslunet"], run["plan"]["nnunet"]
+        rows.append(("plan + preprocess 2d + 3d_fullres: wall time", s["wall_s"], n["wall_s"],
+                     "s"))
+        rows.append(("plan + preprocess: peak memory (process tree)",
+                     s["peak_tree_rss_mb"] / 1024, n["peak_tree_rss_mb"] / 1024, "GB"))
+    if "train" in run:
+        n = run["train"]["nnunet"]
+        for variant in (v for v in LABEL if v in run["train"]):
+            s = run["train"][variant]
             for key, what in (("compute_ms_median", "compute"), ("data_ms_median", "data"),
                               ("validation_ms_per_iteration", "validation iteration")):
                 rows.append((f"train 2d {what}, batch {n['batch_size']}{LABEL[variant]}",
-                             f"{s[key]:.0f} ms", f"{n[key]:.0f} ms", s[key] / n[key]))
-    if "predict" in result:
-        p = result["predict"]
+                             s[key] / 1e3, n[key] / 1e3, "s"))
+    if "predict" in run:
+        p = run["predict"]
         for mode in ("no_tta", "tta"):
             n = p[f"nnunet_{mode}"]
             for variant in (v for v in LABEL if f"{v}_{mode}" in p):
                 s, m = p[f"{variant}_{mode}"], mode.replace("_", " ")
-                rows.append((f"predict {p['cases']} cases 2d, {m}: per case{LABEL[variant]}",
-                             f"{s['per_case_s']} s", f"{n['per_case_s']} s",
-                             s["per_case_s"] / max(n["per_case_s"], 1e-9)))
-                rows.append((f"  start-up ({m}){LABEL[variant]}", f"{s['start_up_s']} s",
-                             f"{n['start_up_s']} s", s["start_up_s"] / max(n["start_up_s"], 1e-9)))
-    for what, a, b, r in rows:
-        print(f"| {what} | {a} | {b} | {r:.2f} |")
+                rows.append((f"predict 2d, {m}: per case{LABEL[variant]}", s["per_case_s"],
+                             n["per_case_s"], "s"))
+                rows.append((f"predict 2d, {m}: start-up{LABEL[variant]}", s["start_up_s"],
+                             n["start_up_s"], "s"))
+    return rows
+
+
+def print_table(result: dict) -> None:
+    """Medians over the repetitions; the ratio is taken within each repetition (both tools
+    measured back to back), shown as its median and range."""
+    m, runs = result["machine"], result["repeats"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB; dataset "
+          f"{result['dataset']}; {len(runs)} repetition(s); {result['settings']['cases']} cases "
+          "predicted\n")
+    print("| what | sslunet | nnU-Net v2 | ratio (time or memory), median (range) |\n"
+          "|---|---|---|---|")
+    per_run = [table_rows(r) for r in runs]
+    for i, (what, _, _, unit) in enumerate(per_run[0]):
+        rows = [r[i] for r in per_run if i < len(r) and r[i][0] == what]
+        ours = statistics.median(r[1] for r in rows)
+        theirs = statistics.median(r[2] for r in rows)
+        ratios = [r[1] / max(r[2], 1e-9) for r in rows]
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        print(f"| {what} | {ours:.2f} {unit} | {theirs:.2f} {unit} | "
+              f"{statistics.median(ratios):.2f}{spread} |")
 
 
 def main(argv=None) -> None:
@@ -249,6 +268,10 @@ def main(argv=None) -> None:
     p.add_argument("--cases", type=int, default=5, help="cases to predict")
     p.add_argument("--iterations", type=int, default=5, help="timed training iterations")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1, help="repetitions of the steps")
+    p.add_argument("--include", type=Path, nargs="*", default=[],
+                   help="earlier results of this script (same machine and settings) whose "
+                        "repetitions count with this run's")
     p.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -261,20 +284,31 @@ def main(argv=None) -> None:
     tools = Tools(args.nnunet_python, work, args.dataset.resolve())
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), "dataset": args.dataset.name, "settings": {
-                  "cases": args.cases, "iterations": args.iterations, "warmup": args.warmup}}
-    if "plan" in args.steps or not (work / "sslunet" / "preprocessed").exists():
-        print("plan + preprocess ...", file=sys.stderr)
-        result["plan"] = step_plan(tools)
-    if "train" in args.steps:
-        print("training step ...", file=sys.stderr)
-        result["train"] = step_train(tools, args.iterations, args.warmup)
-    if "predict" in args.steps:
-        print("prediction ...", file=sys.stderr)
-        result["predict"] = step_predict(tools, args.cases)
+                  "cases": args.cases, "iterations": args.iterations, "warmup": args.warmup},
+              "repeats": [r for f in args.include for r in _repeats(json.loads(f.read_text()))]}
     out = args.out or REPO / "benchmarks" / "results" / f"vs_nnunet_{args.dataset.name}.json"
-    write_json(out, result)
+    for i in range(args.repeats):
+        run = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if "plan" in args.steps or not (work / "sslunet" / "preprocessed").exists():
+            print(f"[{i + 1}/{args.repeats}] plan + preprocess ...", file=sys.stderr)
+            run["plan"] = step_plan(tools)
+        if "train" in args.steps:
+            print(f"[{i + 1}/{args.repeats}] training step ...", file=sys.stderr)
+            run["train"] = step_train(tools, args.iterations, args.warmup)
+        if "predict" in args.steps:
+            print(f"[{i + 1}/{args.repeats}] prediction ...", file=sys.stderr)
+            run["predict"] = step_predict(tools, args.cases)
+        result["repeats"].append(run)
+        write_json(out, result)  # after every repetition: an interrupted run keeps what it has
     print_table(result)
     print(f"\nresults: {out}; work folder: {work}")
+
+
+def _repeats(result: dict) -> list[dict]:
+    """The repetitions of a results file (files of one repetition have no list)."""
+    if "repeats" in result:
+        return result["repeats"]
+    return [{k: result[k] for k in ("date", "plan", "train", "predict") if k in result}]
 
 
 if __name__ == "__main__":
