@@ -16,7 +16,7 @@ import numpy as np
 from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
 
 from sslunet.errors import InputError
-from sslunet.preprocessing.storage import ANNOTATED_KEY, case_paths, load_properties
+from sslunet.preprocessing.storage import ANNOTATED_KEY, case_paths, load_class_locations
 
 SEG_PAD_VALUE = -1  # same as "outside the nonzero mask"; mapped to background later
 
@@ -221,7 +221,7 @@ class PatchDataLoader(SlimDataLoaderBase):
             raise InputError(f"properties of case '{case_id}' are missing", props_path)
         out = _Locations({}, None)
         slices = self._slices(case_id)
-        for key, coords in load_properties(self.folder, case_id).class_locations.items():
+        for key, coords in load_class_locations(self.folder, case_id).items():
             try:
                 arr = np.asarray(coords, dtype=np.int64).reshape(-1, 3)  # (N, 3) z, y, x
                 label = None if key == ANNOTATED_KEY else int(key)

@@ -26,6 +26,7 @@ from sslunet.preprocessing.resampling import (
     new_shape,
 )
 from sslunet.preprocessing.storage import (
+    load_class_locations,
     load_properties,
     save_case,
 )
@@ -153,6 +154,9 @@ def test_oblique_case_keeps_geometry_through_the_round_trip(raw_dataset, oblique
     out, pseg, props = preprocess_case(data, seg, geo, plans, cfg, case.case_id, case.source)
     save_case(tmp_path / "pp", out, pseg, props)
     props = load_properties(tmp_path / "pp", case.case_id)
+    # the samplers' shortcut reads the same class locations as the full properties
+    locations = load_class_locations(tmp_path / "pp", case.case_id)
+    assert locations == props.class_locations and set(locations) == {"1", "2"}
     assert props.sitk_spacing == pytest.approx((0.9, 1.1, 3.0))
     assert props.sitk_origin == pytest.approx((12.5, -40.0, 7.25))
     assert props.sitk_direction == pytest.approx(direction, abs=1e-6)
