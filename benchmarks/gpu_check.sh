@@ -30,9 +30,10 @@ if [ "$DEVICE" = cpu ]; then
 else
   ENGINE=(--configurations 2d 3d_fullres --iterations 10 --warmup 5); PRE=(--iterations 10)
   SYN=(--labeled 10 --unlabeled 20 --test 4)
-  FT=(--epochs 1 --iters-per-epoch 20 --val-iters 5 --num-workers 4)
+  # no --num-workers: the device's default (nnU-Net's 12 per GPU, capped by the cores) is checked
+  FT=(--epochs 1 --iters-per-epoch 20 --val-iters 5)
   STUDY=(--epochs 5 --iters-per-epoch 50 --val-iters 5 --pretrain-epochs 5
-         --pretrain-iters-per-epoch 50 --num-workers 4)
+         --pretrain-iters-per-epoch 50)
   COMPILE_MODES=(off on); BACKEND=nccl
 fi
 step() { local name=$1; shift; local t0=$(date +%s)
