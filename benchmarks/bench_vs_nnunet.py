@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_plan import _tree_rss_kb, machine  # noqa: E402
 
+from sslunet.runs.layout import fold_dir, is_finished  # noqa: E402
 from sslunet.utils.acceleration import cpu_has_native_bf16  # noqa: E402
 from sslunet.utils.atomic import write_json  # noqa: E402
 
@@ -156,11 +157,13 @@ def our_variants() -> list[tuple[str, list[str]]]:
 
 
 def untrained_model(t: Tools) -> tuple[Path, Path]:
-    """An sslunet 2d model folder trained for one iteration, and its nnU-Net export."""
-    timed(t.ss("sslunet_finetune", "-d", t.dataset.name, "-c", "2d", "--epochs", "1",
-               "--iters-per-epoch", "1", "--val-iters", "0", "--batch-size", "2",
-               "--num-workers", "0", "--no-validation"), t.ss_env)
+    """An sslunet 2d model folder trained for one iteration, and its nnU-Net export (made once
+    per work folder: later repetitions reuse them)."""
     model = t.work / "sslunet" / "results" / t.dataset.name / "finetune" / "random__2d__all"
+    if not is_finished(fold_dir(model, 0)):
+        timed(t.ss("sslunet_finetune", "-d", t.dataset.name, "-c", "2d", "--epochs", "1",
+                   "--iters-per-epoch", "1", "--val-iters", "0", "--batch-size", "2",
+                   "--num-workers", "0", "--no-validation"), t.ss_env)
     exported = t.work / "nnunet_model"
     if not exported.exists():
         timed(t.ss("sslunet_export", "-m", model, "--to-nnunet", exported), t.ss_env)

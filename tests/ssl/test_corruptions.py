@@ -8,6 +8,7 @@ import pytest
 
 from sslunet.ssl.corruptions import (
     Box,
+    ShuffleParams,
     apply_context_restoration,
     apply_local_shuffle,
     apply_nonlinear,
@@ -132,7 +133,7 @@ def test_nonlinear_keeps_constant_channel():
 def test_local_shuffle_single_block_permutes_only_that_block():
     image = _image((2, 16, 16), seed=5)
     params = draw_local_shuffle((16, 16), np.random.default_rng(2), num_blocks=1, max_block=6)
-    params = type(params)((Box((3, 4), (5, 6)),), params.seed)
+    params = ShuffleParams.from_boxes((Box((3, 4), (5, 6)),), params.seed)
     out = apply_local_shuffle(image, params)
     inside = _union(image.shape, params.boxes)
     np.testing.assert_array_equal(out[~inside], image[~inside])
@@ -141,6 +142,43 @@ def test_local_shuffle_single_block_permutes_only_that_block():
     pairs_in = {tuple(v) for v in image[:, 3:8, 4:10].reshape(2, -1).T}  # (V, C) rows
     pairs_out = {tuple(v) for v in out[:, 3:8, 4:10].reshape(2, -1).T}  # (V, C) rows
     assert pairs_in == pairs_out and np.any(out != image)
+
+
+def _last_block(shape, boxes):
+    """Naive reference: for every voxel the index of the last box covering it, else -1."""
+    last = np.full(shape, -1)
+    for i, box in enumerate(boxes):
+        last[box.index()[1:]] = i
+    return last
+
+
+@pytest.mark.parametrize("shape", [(20, 17), (9, 8, 7)])
+def test_local_shuffle_overlapping_blocks_later_block_wins(shape):
+    image = np.arange(np.prod(shape), dtype=np.float64).reshape(1, *shape)  # value = index
+    params = draw_local_shuffle(shape, np.random.default_rng(3), num_blocks=60, max_block=5)
+    boxes = params.boxes
+    out = apply_local_shuffle(image, params)
+    source = out[0].astype(int)  # where each output voxel was read from
+    last = _last_block(shape, boxes)
+    np.testing.assert_array_equal(source[last < 0], np.flatnonzero(last.ravel() < 0))
+    for i, box in enumerate(boxes):
+        mine = last == i
+        inside = np.zeros(shape, bool)
+        inside[box.index()[1:]] = True
+        read = source[mine]
+        assert np.all(inside.ravel()[read])  # read from inside its own block of the original
+        assert len(set(read.tolist())) == read.size  # a permutation: no voxel read twice
+    assert np.any(source != np.arange(source.size).reshape(shape))
+
+
+def test_local_shuffle_permutations_are_uniform():
+    image = np.arange(3.0).reshape(1, 1, 3)
+    counts = {}
+    for seed in range(600):
+        params = ShuffleParams.from_boxes((Box((0, 0), (1, 3)),), seed)
+        key = tuple(apply_local_shuffle(image, params).ravel())
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 6 and all(60 <= n <= 140 for n in counts.values())
 
 
 def test_inpaint_and_outpaint_touch_the_right_voxels():
