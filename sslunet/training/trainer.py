@@ -33,7 +33,7 @@ from sslunet.training.distributed import DistContext, all_reduce_sum
 from sslunet.training.param_groups import single_group
 from sslunet.training.progress import RunLog
 from sslunet.training.schedule import learning_rate
-from sslunet.utils.acceleration import accelerate, autocast, autocast_dtype
+from sslunet.utils.acceleration import accelerate, autocast, autocast_dtype, spatial_dims
 
 Batch = dict[str, torch.Tensor]
 LoaderFactory = Callable[[int], tuple[Iterator[Batch], Iterator[Batch] | None, Callable[[], None]]]
@@ -78,7 +78,8 @@ class Trainer:
                                              nesterov=True, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.amp_dtype = autocast_dtype(device, cfg.amp)
+        self.amp_dtype = autocast_dtype(device, cfg.amp,
+                                        spatial_dims=spatial_dims(unwrap(self.model).network))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.ema, self.best = 0, None, -math.inf
         if dist_ctx.enabled:

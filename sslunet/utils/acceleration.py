@@ -39,16 +39,22 @@ def cpu_has_native_bf16() -> bool:
     return bool(probe()) if probe is not None else False
 
 
-def autocast_dtype(device: torch.device, enabled: bool = True, training: bool = True
-                   ) -> torch.dtype | None:
-    """The autocast dtype for ``device`` (None: compute in fp32); see the module docstring."""
+def autocast_dtype(device: torch.device, enabled: bool = True, training: bool = True,
+                   spatial_dims: int | None = 2) -> torch.dtype | None:
+    """The autocast dtype for ``device`` (None: compute in fp32); see the module docstring.
+
+    On a CPU, 3d networks train in fp32: with torch 2.13 oneDNN's bf16 Conv3d backward
+    crashed (segmentation fault) for some input shapes (a (1, 3, 3) kernel over 32 x 12 x
+    256 x 256 and 32 x 10 x 256 x 256, while 32 x 16 x 256 x 256 ran); no 2d shape we tried
+    crashed, nor any 3d forward pass, so 3d prediction keeps bf16.
+    """
     if not enabled:
         return None
     if device.type == "cuda":
         if not training:
             return torch.float16  # as nnU-Net v2's predictor
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and cpu_has_native_bf16() and not (training and spatial_dims == 3):
         return torch.bfloat16
     return None
 
@@ -103,10 +109,10 @@ def _stderr(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-def spatial_dims(network: nn.Module) -> int:
-    """2 or 3: the spatial axes of the network's first convolution."""
-    conv = next(m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d)))
-    return conv.weight.ndim - 2  # (out, in, *kernel)
+def spatial_dims(network: nn.Module) -> int | None:
+    """2 or 3: the spatial axes of the network's first convolution (None: it has none)."""
+    conv = next((m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    return None if conv is None else conv.weight.ndim - 2  # (out, in, *kernel)
 
 
 def accelerate(network: nn.Module, device: torch.device, compile_mode: str = "off",

@@ -16,6 +16,8 @@ from sslunet.networks import build_network
 from sslunet.study.api import StudyOptions
 from sslunet.training.api import FinetuneOptions, finetune
 from sslunet.training.config import TrainingConfig
+from sslunet.training.segmentation import SegmentationModel
+from sslunet.training.trainer import Trainer
 from sslunet.utils import acceleration
 from sslunet.utils.acceleration import (
     accelerate,
@@ -121,10 +123,24 @@ def test_mixed_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
     assert autocast_dtype(cpu) == torch.bfloat16
     assert autocast_dtype(cpu, training=False) == torch.bfloat16
     assert autocast_dtype(cpu, enabled=False) is None
+    # 3d networks train in fp32 on a CPU (a oneDNN crash in bf16 Conv3d backward); they
+    # still predict in bf16
+    assert autocast_dtype(cpu, spatial_dims=3) is None
+    assert autocast_dtype(cpu, training=False, spatial_dims=3) == torch.bfloat16
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
     assert autocast_dtype(cpu) is None and autocast_dtype(cpu, training=False) is None
     # on CUDA prediction is fp16 as in nnU-Net v2, whatever the GPU
     assert autocast_dtype(torch.device("cuda"), training=False) == torch.float16
+    assert autocast_dtype(torch.device("cuda"), training=False, spatial_dims=3) == torch.float16
+
+
+@pytest.mark.parametrize("ndim, expected", [(2, torch.bfloat16), (3, None)])
+def test_trainer_picks_the_precision_of_its_network(monkeypatch, tmp_path, ndim, expected):
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    net = build_network(make_plan(ndim), 1, 3, deep_supervision=True, seed=0)
+    trainer = Trainer(TrainingConfig(num_workers=0), SegmentationModel(net, batch_dice=False),
+                      None, tmp_path, torch.device("cpu"), progress=False)
+    assert trainer.amp_dtype == expected
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
