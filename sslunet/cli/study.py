@@ -9,7 +9,8 @@ from sslunet.cli._common import (
 )
 from sslunet.planning.splits import budget_tag, parse_budget
 from sslunet.cli._training_flags import (
-    SCHEDULE_FLAGS, add_device_arg, add_overrides, add_recipe_args, training_overrides,
+    ENGINE_FLAGS, SCHEDULE_FLAGS, add_device_arg, add_overrides, add_recipe_args,
+    training_overrides,
 )
 from sslunet.dataset.resolve import resolve_dataset_name
 from sslunet.study.api import STUDY_SCHEDULE, StudyOptions, run_study
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true",
                    help="every run in fp32 (default: mixed precision where the device does it "
                         "natively: CUDA, CPUs with AMX)")
+    add_overrides(p.add_argument_group("how every run computes (fine-tuning and pretraining)"),
+                  ENGINE_FLAGS)
     p.add_argument("--no-test", action="store_true",
                    help="do not score imagesTs/labelsTs even when they exist")
     p.add_argument("--disable-tta", action="store_true",
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                           ("pretrain_batch_size", "batch_size"), ("num_workers", "num_workers")])
         if args.no_amp:
             pt["amp"] = False
+        pt.update(_pick(args, [("compile", "compile"), ("channels_last", "channels_last")]))
         opts = StudyOptions(
             dataset=name, configuration=args.configuration, inits=tuple(args.inits),
             budgets=tuple(args.labeled) + tuple(

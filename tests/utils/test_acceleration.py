@@ -113,6 +113,8 @@ def test_switches_reach_training_runs_and_the_command_lines(tmp_path_factory, tm
                                                    "--channels-last"])
     assert training_overrides(args) == {"compile": "on", "channels_last": True}
     assert training_overrides(finetune_cli.build_parser().parse_args(["-d", "x"])) == {}
+    args = study_cli.build_parser().parse_args(["-d", "x", "--compile", "on", "--channels-last"])
+    assert training_overrides(args) == {"compile": "on", "channels_last": True}
     args = predict_cli.build_parser().parse_args(["-i", "a", "-o", "b", "--compile", "auto"])
     assert args.compile == "auto" and not args.channels_last
 
@@ -172,3 +174,21 @@ def test_no_amp_reaches_prediction_training_and_studies():
     assert training_overrides(args) == {"amp": False}
     assert StudyOptions("x", finetune_overrides=training_overrides(args)
                         ).finetune_overrides.amp is False
+
+
+def test_study_passes_engine_flags_to_finetuning_and_pretraining(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run_study(paths, opts):
+        seen["opts"] = opts
+        (tmp_path / "study.md").write_text("")
+        return tmp_path
+
+    monkeypatch.setattr(study_cli, "run_study", fake_run_study)
+    monkeypatch.setattr(study_cli, "resolve_dataset_name", lambda name, roots: name)
+    monkeypatch.setenv("SSLUNET_HOME", str(tmp_path))
+    study_cli.main(["-d", "x", "--compile", "on", "--channels-last", "--no-amp"])
+    opts = seen["opts"]
+    assert opts.finetune_overrides.compile == "on" and opts.finetune_overrides.channels_last
+    assert opts.pretrain_overrides.compile == "on" and opts.pretrain_overrides.channels_last
+    assert opts.pretrain_overrides.amp is False
