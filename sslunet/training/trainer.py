@@ -33,7 +33,9 @@ from sslunet.training.distributed import DistContext, all_reduce_sum
 from sslunet.training.param_groups import single_group
 from sslunet.training.progress import RunLog
 from sslunet.training.schedule import learning_rate
-from sslunet.utils.acceleration import accelerate, autocast, autocast_dtype, spatial_dims
+from sslunet.utils.acceleration import (
+    accelerate, autocast, autocast_dtype, compiled_forward, spatial_dims,
+)
 
 Batch = dict[str, torch.Tensor]
 LoaderFactory = Callable[[int], tuple[Iterator[Batch], Iterator[Batch] | None, Callable[[], None]]]
@@ -82,6 +84,7 @@ class Trainer:
                                         spatial_dims=spatial_dims(unwrap(self.model).network))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch, self.ema, self.best = 0, None, -math.inf
+        self._compile_proven = False  # a training step has run (backward included)
         if dist_ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(
@@ -140,16 +143,30 @@ class Trainer:
         self.lr = learning_rate(step, total, self.cfg.lr, warm, self.cfg.poly_exponent)
         for g in self.optimizer.param_groups:
             g["lr"] = self.lr * g.get("lr_scale", 1.0)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            out = self.model(self._to_device(batch))
-        self.scaler.scale(out["loss"]).backward()
+        try:
+            out = self._forward_backward(batch)
+        except Exception as e:
+            # torch compiles the backward pass at its first call, outside the forward's own
+            # fallback: a compiler failure there switches to eager mode and redoes the step
+            compiled = compiled_forward(unwrap(self.model).network)
+            if self._compile_proven or compiled is None or compiled.failed:
+                raise
+            compiled.give_up(e)
+            out = self._forward_backward(batch)
+        self._compile_proven = True
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(
             [p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(out["loss"].detach())
+
+    def _forward_backward(self, batch: Batch) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.model(self._to_device(batch))
+        self.scaler.scale(out["loss"]).backward()
+        return out
 
     @torch.no_grad()
     def validate(self, val_iter: Iterator[Batch]) -> dict:

@@ -88,11 +88,22 @@ class _EagerFallback:
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly instead
-                self.failed = True
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                self.warn(f"torch.compile failed ({type(e).__name__}: {first}); "
-                          "continuing without compilation")
+                self.give_up(e)
         return self.eager(*args, **kwargs)
+
+    def give_up(self, error: Exception) -> None:
+        """Run eagerly from now on (also called by the trainer when the backward pass, which
+        torch compiles at its first call, fails)."""
+        self.failed = True
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        self.warn(f"torch.compile failed ({type(error).__name__}: {first}); "
+                  "continuing without compilation")
+
+
+def compiled_forward(network: nn.Module) -> _EagerFallback | None:
+    """The compiled forward that :func:`accelerate` installed on ``network``, if any."""
+    forward = network.__dict__.get("forward")
+    return forward if isinstance(forward, _EagerFallback) else None
 
 
 class _ChannelsLast:

@@ -192,3 +192,51 @@ def test_study_passes_engine_flags_to_finetuning_and_pretraining(monkeypatch, tm
     assert opts.finetune_overrides.compile == "on" and opts.finetune_overrides.channels_last
     assert opts.pretrain_overrides.compile == "on" and opts.pretrain_overrides.channels_last
     assert opts.pretrain_overrides.amp is False
+
+
+class _FailsBackward(torch.autograd.Function):
+    """Identity whose backward raises, as a compiler failure at the first backward call."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("backend compiler failed\nlong details")
+
+
+def test_a_compiler_failure_in_the_backward_pass_falls_back_and_redoes_the_step(tmp_path):
+    plan = make_plan(2)
+    net = build_network(plan, 1, 3, deep_supervision=False, seed=0)
+    trainer = Trainer(TrainingConfig(num_workers=0, amp=False), SegmentationModel(net, False),
+                      None, tmp_path, torch.device("cpu"), progress=False)
+    eager = net.forward
+    net.forward = acceleration._EagerFallback(
+        eager, lambda x: _FailsBackward.apply(eager(x)), trainer.log.log)
+    g = torch.Generator().manual_seed(0)
+    batch = {"data": torch.randn(2, 1, *plan.patch_size, generator=g),
+             "seg": torch.randint(0, 3, (2, 1, *plan.patch_size), generator=g)}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    loss = trainer.train_step(batch, 0, 10)
+    assert acceleration.compiled_forward(net).failed and loss > 0
+    assert any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())  # it stepped
+    assert "torch.compile failed (RuntimeError: backend compiler failed)" in (
+        trainer.log.log_path).read_text()
+    trainer.train_step(batch, 1, 10)  # eager from now on
+
+
+def test_a_failure_after_a_good_step_is_not_taken_for_a_compiler_failure(tmp_path):
+    plan = make_plan(2)
+    net = build_network(plan, 1, 3, deep_supervision=False, seed=0)
+    trainer = Trainer(TrainingConfig(num_workers=0, amp=False), SegmentationModel(net, False),
+                      None, tmp_path, torch.device("cpu"), progress=False)
+    eager = net.forward
+    net.forward = acceleration._EagerFallback(eager, eager, trainer.log.log)
+    g = torch.Generator().manual_seed(0)
+    batch = {"data": torch.randn(2, 1, *plan.patch_size, generator=g),
+             "seg": torch.randint(0, 3, (2, 1, *plan.patch_size), generator=g)}
+    trainer.train_step(batch, 0, 10)
+    with pytest.raises(KeyError):
+        trainer.train_step({"data": batch["data"]}, 1, 10)  # a real error still stops the run
+    assert not acceleration.compiled_forward(net).failed
