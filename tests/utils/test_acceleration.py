@@ -206,17 +206,24 @@ class _FailsBackward(torch.autograd.Function):
         raise RuntimeError("backend compiler failed\nlong details")
 
 
-def test_a_compiler_failure_in_the_backward_pass_falls_back_and_redoes_the_step(tmp_path):
+def _trainer_with_compiled(tmp_path, compiled):
+    """A trainer whose network forward is ``compiled(eager)`` behind the eager fallback, and a
+    batch for it."""
     plan = make_plan(2)
     net = build_network(plan, 1, 3, deep_supervision=False, seed=0)
     trainer = Trainer(TrainingConfig(num_workers=0, amp=False), SegmentationModel(net, False),
                       None, tmp_path, torch.device("cpu"), progress=False)
     eager = net.forward
-    net.forward = acceleration._EagerFallback(
-        eager, lambda x: _FailsBackward.apply(eager(x)), trainer.log.log)
+    net.forward = acceleration._EagerFallback(eager, compiled(eager), trainer.log.log)
     g = torch.Generator().manual_seed(0)
     batch = {"data": torch.randn(2, 1, *plan.patch_size, generator=g),
              "seg": torch.randint(0, 3, (2, 1, *plan.patch_size), generator=g)}
+    return trainer, net, batch
+
+
+def test_a_compiler_failure_in_the_backward_pass_falls_back_and_redoes_the_step(tmp_path):
+    trainer, net, batch = _trainer_with_compiled(
+        tmp_path, lambda eager: lambda x: _FailsBackward.apply(eager(x)))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     loss = trainer.train_step(batch, 0, 10)
     assert acceleration.compiled_forward(net).failed and loss > 0
@@ -227,15 +234,7 @@ def test_a_compiler_failure_in_the_backward_pass_falls_back_and_redoes_the_step(
 
 
 def test_a_failure_after_a_good_step_is_not_taken_for_a_compiler_failure(tmp_path):
-    plan = make_plan(2)
-    net = build_network(plan, 1, 3, deep_supervision=False, seed=0)
-    trainer = Trainer(TrainingConfig(num_workers=0, amp=False), SegmentationModel(net, False),
-                      None, tmp_path, torch.device("cpu"), progress=False)
-    eager = net.forward
-    net.forward = acceleration._EagerFallback(eager, eager, trainer.log.log)
-    g = torch.Generator().manual_seed(0)
-    batch = {"data": torch.randn(2, 1, *plan.patch_size, generator=g),
-             "seg": torch.randint(0, 3, (2, 1, *plan.patch_size), generator=g)}
+    trainer, net, batch = _trainer_with_compiled(tmp_path, lambda eager: eager)
     trainer.train_step(batch, 0, 10)
     with pytest.raises(KeyError):
         trainer.train_step({"data": batch["data"]}, 1, 10)  # a real error still stops the run
