@@ -41,6 +41,7 @@ from sslunet.study.collect import (
     collect_run,
     prepare_test_cases,
     run_row,
+    with_earlier_rows,
     write_outputs,
 )
 from sslunet.training.api import FinetuneOptions, finetune, training_config
@@ -218,7 +219,7 @@ def run_study(paths: Paths, opts: StudyOptions,
             _log(f"run FAILED after {time.time() - t0:.0f} s: {_short(e)} (folder "
                  f"{planned_dir})")
             rows.append(run_row(init, budget, fold, seed, n_all, None, f"failed: {_short(e)}"))
-    write_outputs(out, rows, opts, pretrainings, paths.results)
+    write_outputs(out, with_earlier_rows(out, rows), opts, pretrainings, paths.results)
     _log(f"study outputs: {out}")
     return out
 

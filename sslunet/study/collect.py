@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,34 @@ def _csv_value(key: str, v, root: Path | None):
     return relative_text(v, root) if isinstance(v, str) else v
 
 
+def with_earlier_rows(out: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` merged into the rows that earlier invocations of this study left in
+    ``runs.json``: a study re-run on a subset (one more seed, one budget again) reports every
+    run its folder holds instead of forgetting the others. A grid point run again replaces its
+    old row in place; new grid points come last."""
+    path = out / "runs.json"
+    if not path.exists():
+        return rows
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        print(f"[study] warning: {path}: unreadable ({type(e).__name__}); the report lists "
+              f"this invocation's runs only", file=sys.stderr)
+        return rows
+
+    def key(r: dict) -> tuple:
+        return r["init"], str(r["budget"]), str(r["fold"]), int(r["seed"])
+
+    new = {key(r): r for r in rows}
+    return [new.pop(key(r), r) for r in earlier] + list(new.values())
+
+
+def _budget_order(budget: str) -> tuple:
+    """Whole-volume budgets by size with ``all`` last, then sparse ones by slices."""
+    n, slices = parse_budget(budget)
+    return (slices is not None, slices or 0, math.inf if n is None else n)
+
+
 def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (),
                   results_root: Path | None = None) -> None:
     """``study.csv``, ``study.md``, ``dice_vs_labels.png``, ``convergence.png``, ``runs.json``.
@@ -174,15 +203,18 @@ def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (
         tmp.write_text(json.dumps(rows, indent=1, default=str))
     has_test = any(r.get("test_dice_mean") is not None for r in rows)
     metric = "test_dice_mean" if has_test else "dice_mean"
-    budgets = list(opts.budgets)
+    # the axes cover every row (earlier invocations' included), the requested ones first
+    inits = list(dict.fromkeys([*opts.inits, *(r["init"] for r in rows)]))
+    budgets = sorted(dict.fromkeys([*opts.budgets, *(str(r["budget"]) for r in rows)]),
+                     key=_budget_order)
     md = [f"# Study {opts.study_name}: {opts.dataset}, {opts.configuration}", "",
           f"Dice: {'test set (imagesTs vs labelsTs)' if has_test else 'fold validation cases'}; "
           f"mean over foreground classes. Runs: {len(rows)} "
           f"({sum(r['status'] == 'ok' for r in rows)} finished)."
           + (" Paths are relative to the results folder (SSLUNET_RESULTS)." if results_root
              else ""), "",
-          markdown_table(rows, list(opts.inits), budgets, metric),
-          per_class_table(rows, list(opts.inits), budgets, "test_" if has_test else "")]
+          markdown_table(rows, inits, budgets, metric),
+          per_class_table(rows, inits, budgets, "test_" if has_test else "")]
     if pretrainings:
         md += ["## Pretrainings used", ""] + [f"- {line}" for line in pretrainings] + [""]
     failed = [r for r in rows if r["status"] != "ok"]
@@ -191,8 +223,8 @@ def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (
                                          f"{r['seed']}: {r['status']}" for r in failed]
     with atomic_path(out / "study.md") as tmp:
         tmp.write_text(relative_text("\n".join(md) + "\n", results_root))
-    plot_dice_vs_labels(rows, list(opts.inits), out / "dice_vs_labels.png", metric)
+    plot_dice_vs_labels(rows, inits, out / "dice_vs_labels.png", metric)
     chosen = opts.convergence_budget or budgets[0]
     curves = {i: [r["pseudo_dice_curve"] for r in rows if r["init"] == i and
-                  r["budget"] == chosen and r["status"] == "ok"] for i in opts.inits}
+                  r["budget"] == chosen and r["status"] == "ok"] for i in inits}
     plot_convergence(curves, chosen, out / "convergence.png")

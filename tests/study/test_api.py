@@ -119,6 +119,22 @@ def test_rerun_skips_finished_work(study):
     assert not any(math.isnan(float(r["dice_mean"])) for r in again)
 
 
+@pytest.mark.slow
+def test_rerun_on_a_subset_keeps_the_other_runs_in_the_report(study):
+    paths, opts, out = study
+    before = list(csv.DictReader(open(out / "study.csv")))
+    subset = StudyOptions(DATASET, "2d", inits=("random",), budgets=("1",), folds=("0",),
+                          seeds=(0,), name="t", device="cpu",
+                          finetune_overrides=tiny_overrides())
+    run_study(paths, subset)
+    after = list(csv.DictReader(open(out / "study.csv")))
+    key = ("init", "budget", "fold", "seed", "status")
+    assert [tuple(r[k] for k in key) for r in after] == [tuple(r[k] for k in key) for r in before]
+    assert len(json.loads((out / "runs.json").read_text())) == len(before) == 6
+    md = (out / "study.md").read_text()
+    assert "Runs: 6" in md and "regression" in md and "simulated run failure" in md
+
+
 class _Killed(Exception):
     """Stands in for a kill: the trainer stops in the middle of a run."""
 
