@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-# LABELS, Tissue, TISSUE_TO_LABEL and SynthCase are re-exported: tests and callers import them
-# from this module
-from sslunet.dataset.phantom import LABELS, TISSUE_TO_LABEL, SynthCase, Tissue, draw_phantom
+from sslunet.dataset.phantom import LABELS, SynthCase, draw_phantom
 from sslunet.errors import InputError
 from sslunet.utils.atomic import atomic_path, write_json
 from sslunet.utils.parallel import parallel_map

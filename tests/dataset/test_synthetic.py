@@ -12,10 +12,9 @@ import SimpleITK as sitk
 from scipy.ndimage import binary_erosion
 
 from sslunet.dataset.raw import load_raw_dataset
-from sslunet.dataset.synthetic import (LABELS, SynthConfig, Tissue, generate_case,
-
-
-                                       generate_dataset, synthesize_case)
+from sslunet.dataset.phantom import LABELS, Tissue
+from sslunet.dataset.synthetic import (SynthConfig, generate_case, generate_dataset,
+                                       synthesize_case)
 from sslunet.errors import InputError
 from sslunet.utils.serialization import from_dict
 
