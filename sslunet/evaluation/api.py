@@ -280,13 +280,7 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | Non
         raise InputError(f"number of processes must be at least 1, got {num_processes}")
     if output.exists() and not output.is_dir():
         raise InputError("output exists and is not a folder", output)
-    if labels is not None:
-        labels_source = "given by the caller"
-        labels = {k: int(v) for k, v in labels.items() if int(v) != 0}
-    else:
-        labels, labels_source = load_labels(ref_dir, dataset_json)
-    ignore = None if labels is None else ignore_value(labels)
-    labels = None if labels is None else foreground_labels(labels)
+    labels, ignore, labels_source = _scored_labels(labels, ref_dir, dataset_json)
     pairs, missing = match_cases(ref_dir, pred_dir, file_ending, allow_missing,
                                   None if reference_cases is None else set(reference_cases))
     _check_all_geometry(pairs)
@@ -305,13 +299,33 @@ def evaluate_folders(ref_dir: Path, pred_dir: Path, labels: dict[str, int] | Non
     write_json(output / "summary.json", _json_safe(summary))
     write_csv(output / "summary.csv", records, labels)
     if verbose:
-        for record in records:
-            for path, values in record.get("unlisted_in", {}).items():
-                print(f"warning: {path}: label value(s) {values} are not among the scored "
-                      f"classes {sorted(labels.values())} ({labels_source}); they are not "
-                      "scored", file=sys.stderr)
-        print(format_table(summary))
-        if missing:
-            print(f"{len(missing)} reference(s) without prediction were not scored",
-                  file=sys.stderr)
+        _report(summary)
     return summary
+
+
+def _scored_labels(labels: dict[str, int] | None, ref_dir: Path, dataset_json: Path | None
+                   ) -> tuple[dict[str, int] | None, int | None, str]:
+    """``(foreground classes, ignore label, where they came from)``; classes None: infer them
+    from the label values found."""
+    if labels is not None:
+        source = "given by the caller"
+        labels = {k: int(v) for k, v in labels.items() if int(v) != 0}
+    else:
+        labels, source = load_labels(ref_dir, dataset_json)
+    if labels is None:
+        return None, None, source
+    return foreground_labels(labels), ignore_value(labels), source
+
+
+def _report(summary: dict) -> None:
+    """The per-class table on stdout; unscored label values and missing predictions on stderr."""
+    classes = sorted(summary["labels"].values())
+    for record in summary["per_case"]:
+        for path, values in record.get("unlisted_in", {}).items():
+            print(f"warning: {path}: label value(s) {values} are not among the scored "
+                  f"classes {classes} ({summary['labels_source']}); they are not scored",
+                  file=sys.stderr)
+    print(format_table(summary))
+    if summary["missing_predictions"]:
+        print(f"{len(summary['missing_predictions'])} reference(s) without prediction were "
+              "not scored", file=sys.stderr)

@@ -258,22 +258,11 @@ def plan_experiment(fp: Fingerprint, gpu_memory_gb: float | None = None,
     labelled = [c for c in fp.cases if c.source == "imagesTr"] or list(fp.cases)
     spacings = np.array([c.spacing for c in fp.cases], dtype=np.float64)
     shapes = np.array([c.shape_after_crop for c in fp.cases], dtype=np.float64)
-    target = fullres_target_spacing(spacings, shapes)
-    # Transpose so that the coarsest axis comes first (2D slices are then taken along it).
-    worst = int(np.argmax(target))
-    fwd = tuple([worst] + [a for a in range(3) if a != worst])
+    fwd, t_spacing = _transpose_and_spacing(spacings, shapes, target_spacing)
     bwd = tuple(int(i) for i in np.argsort(fwd))
-    t_spacing = target[list(fwd)]
-    if target_spacing is not None:
-        t_spacing = np.asarray(target_spacing, dtype=np.float64)
-    t_spacings, t_shapes = spacings[:, list(fwd)], shapes[:, list(fwd)]
-    median_shape = _median_shape_at(t_spacing, t_spacings, t_shapes)
+    median_shape = _median_shape_at(t_spacing, spacings[:, list(fwd)], shapes[:, list(fwd)])
     n_vox = float(np.prod(median_shape)) * len(labelled)
-    norm = tuple(normalization_scheme(fp.channel_names[str(c)]) for c in range(fp.num_channels))
-    # Normalising inside the nonzero mask only helps when cropping removed a lot of background
-    # (otherwise "nonzero" is the whole image) and only for schemes that leave 0 outside.
-    crop_helps = fp.median_relative_size_after_cropping < 0.75
-    mask_norm = tuple(crop_helps and n in MASK_NORM_SCHEMES for n in norm)
+    norm, mask_norm = _normalization(fp)
     n_cls = num_classes(fp.labels)  # output channels: the ignore label gets none
     width = (base_features, max_features)
     args = (n_vox, fp.num_channels, n_cls, gpu_memory_gb, norm, mask_norm)
@@ -300,6 +289,33 @@ def plan_experiment(fp: Fingerprint, gpu_memory_gb: float | None = None,
         original_median_shape=tuple(int(s) for s in np.median(shapes, axis=0)),
         intensity_stats=fp.intensity_stats, configurations=configs,
     )
+
+
+def _transpose_and_spacing(spacings: np.ndarray, shapes: np.ndarray,
+                           target_spacing: tuple[float, ...] | None
+                           ) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(transpose_forward, full-resolution spacing in transposed order)``.
+
+    The coarsest axis of the derived target spacing comes first (2D slices are then taken
+    along it); a given ``target_spacing`` (already in that order) replaces the spacing only.
+    """
+    target = fullres_target_spacing(spacings, shapes)
+    worst = int(np.argmax(target))
+    fwd = tuple([worst] + [a for a in range(3) if a != worst])
+    if target_spacing is not None:
+        return fwd, np.asarray(target_spacing, dtype=np.float64)
+    return fwd, target[list(fwd)]
+
+
+def _normalization(fp: Fingerprint) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """Per channel: the normalisation scheme and whether it runs inside the nonzero mask.
+
+    The mask only helps when cropping removed a lot of background (otherwise "nonzero" is the
+    whole image) and only for schemes that leave 0 outside.
+    """
+    norm = tuple(normalization_scheme(fp.channel_names[str(c)]) for c in range(fp.num_channels))
+    crop_helps = fp.median_relative_size_after_cropping < 0.75
+    return norm, tuple(crop_helps and n in MASK_NORM_SCHEMES for n in norm)
 
 
 def _with(plan: ConfigurationPlan, **changes) -> ConfigurationPlan:
