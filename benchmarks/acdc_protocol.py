@@ -53,6 +53,7 @@ import numpy as np
 
 from sslunet.paths import Paths
 from sslunet.planning.splits import make_splits
+from sslunet.runs.layout import STUDY_OUTPUTS
 from sslunet.utils.atomic import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,8 +251,7 @@ def gpu_slice(paths: Paths) -> None:
 def export(paths: Paths) -> None:
     src = paths.results / NAME / "study" / STUDY_NAME
     EXPORT.mkdir(parents=True, exist_ok=True)
-    for name in ("study.md", "study.csv", "dice_vs_labels.png", "convergence.png",
-                 "study_options.json"):
+    for name in STUDY_OUTPUTS:
         if (src / name).exists():
             shutil.copyfile(src / name, EXPORT / name)
     print(f"copied to {EXPORT}")

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from sslunet.paths import Paths
+from sslunet.runs.layout import STUDY_RUNS
 from sslunet.study.metrics import class_names
 from sslunet.study.paired import (
     gain_cell, level_speedup_cell, paired_differences, paired_level_speedups, paired_speedups,
@@ -30,7 +31,7 @@ from sslunet.study.paired import (
 
 
 def load_rows(results: Path, dataset: str, study: str) -> list[dict]:
-    path = results / dataset / "study" / study / "runs.json"
+    path = results / dataset / "study" / study / STUDY_RUNS
     return json.loads(path.read_text()) if path.exists() else []
 
 

@@ -13,6 +13,7 @@ from sslunet.cli._training_flags import (
     training_overrides,
 )
 from sslunet.dataset.resolve import resolve_dataset_name
+from sslunet.runs.layout import STUDY_REPORT
 from sslunet.study.api import STUDY_SCHEDULE, StudyOptions, run_study
 
 # where the study's fine-tuning flags mean more than the shared help says
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             evaluate_test=not args.no_test, convergence_budget=args.convergence_budget,
             tta=not args.disable_tta)
         out = run_study(paths, opts)
-        print((out / "study.md").read_text())
+        print((out / STUDY_REPORT).read_text())
         print(f"study outputs: {out}")
 
     run(go)

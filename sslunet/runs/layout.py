@@ -42,6 +42,15 @@ ENSEMBLE_WORK = ".sslunet_ensemble"  # members' predictions inside an ensemble's
 FIND_BEST = "find_best.json"  # results/<dataset>/: the ranking and the predict command
 PLANS_FILE = "plans.json"  # a model folder's copy of the plans it was trained with
 DATASET_FILE = "dataset.json"  # ... and of its dataset.json (labels, file ending)
+# a study folder (results/<dataset>/study/<name>/): its report and what it was asked
+STUDY_REPORT = "study.md"
+STUDY_TABLE = "study.csv"
+STUDY_RUNS = "runs.json"  # one row per run, absolute run folders (merged across re-runs)
+STUDY_OPTIONS = "study_options.json"
+STUDY_DICE_PLOT = "dice_vs_labels.png"
+STUDY_CONVERGENCE_PLOT = "convergence.png"
+STUDY_OUTPUTS = (STUDY_REPORT, STUDY_TABLE, STUDY_DICE_PLOT, STUDY_CONVERGENCE_PLOT,
+                 STUDY_OPTIONS)  # what a study's results are, for copying them elsewhere
 
 
 # ----------------------------------------------------------------------------- where runs live

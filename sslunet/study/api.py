@@ -27,6 +27,7 @@ from sslunet.preprocessing.storage import load_plans, preprocessed_dir
 from sslunet.runs.layout import (
     PRETRAIN_CONFIG,
     RUN_CONFIG,
+    STUDY_OPTIONS,
     checkpoint_path,
     finetune_model_dir,
     fold_dir,
@@ -187,7 +188,7 @@ def run_study(paths: Paths, opts: StudyOptions,
     pre = preprocessed_dir(paths, opts.dataset)
     out = study_dir(paths, opts)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "study_options.json", options_record(opts))
+    write_json(out / STUDY_OPTIONS, options_record(opts))
     failed_pretraining: dict[str, str] = {}
     pretrainings: list[str] = []
     for init in opts.inits:

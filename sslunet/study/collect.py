@@ -22,6 +22,11 @@ from sslunet.planning.splits import parse_budget
 from sslunet.runs.checkpoint import load_checkpoint
 from sslunet.runs.layout import (
     LABELED_CASES,
+    STUDY_CONVERGENCE_PLOT,
+    STUDY_DICE_PLOT,
+    STUDY_REPORT,
+    STUDY_RUNS,
+    STUDY_TABLE,
     SUMMARY,
     TEST_DIR,
     VALIDATION_DIR,
@@ -166,7 +171,7 @@ def with_earlier_rows(out: Path, rows: list[dict]) -> list[dict]:
     ``runs.json``: a study re-run on a subset (one more seed, one budget again) reports every
     run its folder holds instead of forgetting the others. A grid point run again replaces its
     old row in place; new grid points come last."""
-    path = out / "runs.json"
+    path = out / STUDY_RUNS
     if not path.exists():
         return rows
     try:
@@ -197,9 +202,9 @@ def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (
     ``results_root``: paths under it are written relative to it in ``study.md`` and
     ``study.csv`` (``runs.json`` keeps the absolute ``run_dir``).
     """
-    with atomic_path(out / "study.csv") as tmp:
+    with atomic_path(out / STUDY_TABLE) as tmp:
         tmp.write_text(_csv_text(rows, results_root))
-    with atomic_path(out / "runs.json") as tmp:
+    with atomic_path(out / STUDY_RUNS) as tmp:
         tmp.write_text(json.dumps(rows, indent=1, default=str))
     has_test = any(r.get("test_dice_mean") is not None for r in rows)
     metric = "test_dice_mean" if has_test else "dice_mean"
@@ -221,10 +226,10 @@ def write_outputs(out: Path, rows: list[dict], opts, pretrainings: list[str] = (
     if failed:
         md += ["## Failed runs", ""] + [f"- {r['init']} N={r['budget']} fold {r['fold']} seed "
                                          f"{r['seed']}: {r['status']}" for r in failed]
-    with atomic_path(out / "study.md") as tmp:
+    with atomic_path(out / STUDY_REPORT) as tmp:
         tmp.write_text(relative_text("\n".join(md) + "\n", results_root))
-    plot_dice_vs_labels(rows, inits, out / "dice_vs_labels.png", metric)
+    plot_dice_vs_labels(rows, inits, out / STUDY_DICE_PLOT, metric)
     chosen = opts.convergence_budget or budgets[0]
     curves = {i: [r["pseudo_dice_curve"] for r in rows if r["init"] == i and
                   r["budget"] == chosen and r["status"] == "ok"] for i in inits}
-    plot_convergence(curves, chosen, out / "convergence.png")
+    plot_convergence(curves, chosen, out / STUDY_CONVERGENCE_PLOT)

@@ -17,6 +17,7 @@ from pathlib import Path
 from sslunet.dataset.synthetic import SynthConfig, generate_dataset
 from sslunet.paths import Paths
 from sslunet.planning.api import PlanOptions, plan_and_preprocess
+from sslunet.runs.layout import STUDY_REPORT, STUDY_TABLE
 from sslunet.study.overlay import save_overlay
 from sslunet.study.api import StudyOptions, run_study
 
@@ -88,7 +89,7 @@ def run_demo(paths: Paths, settings: DemoSettings = QUICK, device: str = "auto",
                         pretrain_overrides={**s.pretrain, **workers}, tta=s.tta)
     out = run_study(paths, opts)
     _overlay(paths, raw, out)
-    print((out / "study.md").read_text())
+    print((out / STUDY_REPORT).read_text())
     _log(f"outputs: {out} (study.md, study.csv, dice_vs_labels.png, convergence.png, "
          "overlay.png)")
     return out
@@ -96,7 +97,7 @@ def run_demo(paths: Paths, settings: DemoSettings = QUICK, device: str = "auto",
 
 def _overlay(paths: Paths, raw: Path, out: Path) -> None:
     """Overlay for the first test case, predicted by the best all-labels run."""
-    rows = [r for r in csv.DictReader(open(out / "study.csv"))
+    rows = [r for r in csv.DictReader(open(out / STUDY_TABLE))
             if r["status"] == "ok" and r["budget"] == "all" and r.get("test_dice_mean")]
     if not rows:
         _log("no finished all-labels run with test scores: no overlay")
